@@ -1,0 +1,1 @@
+"""Training loop pieces: optimisation, schedules, checkpoint state."""
