@@ -1,0 +1,54 @@
+"""Frozen features for evaluation: average-pooled last-layer patch tokens.
+
+The kNN and linear-probe protocols (GUIDE section 6) rate an encoder by the
+mean over patch tokens of its last (normed) layer, computed on resized,
+normalised images. ``pixel_features`` is the raw-pixel baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from pjepa.data import resize_normalize
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    image_size: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 512,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "features",
+) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, D) float32 on CPU: mean over the encoder's output tokens."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    batches = range(0, images.shape[0], batch_size)
+    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        x = resize_normalize(x, image_size, mean.to(device), std.to(device))
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            tokens = encoder(x)  # (b, N, D)
+        out.append(tokens.float().mean(dim=1).cpu())
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@torch.no_grad()
+def pixel_features(
+    images: torch.Tensor, image_size: int, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 2048
+) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3 * S * S): resized, normalised, flattened pixels."""
+    out = [
+        resize_normalize(images[s : s + batch_size], image_size, mean, std).flatten(1)
+        for s in range(0, images.shape[0], batch_size)
+    ]
+    return torch.cat(out)

@@ -1,0 +1,17 @@
+"""Predictor heads. A new head is one new file plus its import below."""
+
+from pjepa.heads import deterministic  # noqa: F401  (registers "deterministic")
+from pjepa.heads.base import PredictorHead
+from pjepa.heads.registry import HEADS
+from pjepa.errors import ConfigError
+
+__all__ = ["HEADS", "PredictorHead", "build_head"]
+
+
+def build_head(name: str, cond_dim: int, embed_dim: int, **kwargs) -> PredictorHead:
+    """Instantiate the registered head ``name`` (kwargs: its own settings)."""
+    cls = HEADS.get(name)
+    try:
+        return cls(cond_dim, embed_dim, **kwargs)
+    except TypeError as e:  # an unknown or missing option
+        raise ConfigError(f"head {name!r} rejected head.options {kwargs}: {e}") from e

@@ -1,0 +1,36 @@
+"""What the training loop needs from a method (I-JEPA, N-JEPA, MAE, ...).
+
+One loop trains every method: the loop augments a batch, calls ``forward``
+for the loss, steps the optimiser, and applies the EMA pairs the method
+declares. Evaluation asks the method for the encoder whose features it rates.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn as nn
+
+Metrics = dict[str, torch.Tensor | float]
+
+
+class Method(nn.Module, ABC):
+    @abstractmethod
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator, diagnostics: bool = False
+    ) -> tuple[torch.Tensor, Metrics]:
+        """(B, 3, H, W) normalised images -> (scalar loss, metrics).
+
+        ``generator`` (CPU) drives every random choice of the step (masks,
+        noise), so a step is a pure function of its inputs and the weights.
+        ``diagnostics=True`` adds costlier monitors (effective rank, ...).
+        """
+
+    def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(target parameters, online parameters) updated by the loop's EMA."""
+        return [], []
+
+    @abstractmethod
+    def feature_encoder(self, which: str = "target") -> nn.Module:
+        """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation."""

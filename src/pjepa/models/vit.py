@@ -1,0 +1,103 @@
+"""Vision Transformer encoder (Dosovitskiy et al. 2021) with SDPA attention.
+
+Pre-norm blocks, fixed 2-D sin-cos positions, no class token (I-JEPA uses the
+patch tokens; features for evaluation are their average). ``forward`` takes
+optional patch indices so the context encoder only processes visible patches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pjepa.masking.ops import apply_masks
+from pjepa.models.pos_embed import sincos_2d
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal(0.02) linears, zero biases, unit LayerNorms (ViT/I-JEPA)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class VisionTransformer(nn.Module):
+    """ViT over a (img_size / patch_size)^2 grid of patches.
+
+    Args:
+        img_size: square input resolution in pixels.
+        patch_size: square patch side; ``img_size`` must be a multiple.
+        embed_dim, depth, num_heads, mlp_ratio: the usual ViT sizes.
+    """
+
+    def __init__(
+        self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size != 0:
+            raise ValueError(
+                f"image size {img_size} is not a multiple of patch size {patch_size} "
+                "(set data.image_size / model.patch_size)"
+            )
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.embed_dim = embed_dim
+        self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.register_buffer(
+            "pos_embed", sincos_2d(embed_dim, self.grid_size, self.grid_size)[None], persistent=False
+        )  # (1, N, D)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.apply(init_weights)
+        # Rescale each residual branch's output layer by depth (I-JEPA's fix_init_weight).
+        for i, block in enumerate(self.blocks, start=1):
+            block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
+            block.mlp[2].weight.data.div_((2.0 * i) ** 0.5)
+
+    def forward(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) images [, (B, K) kept patch indices] -> (B, K or N, D) tokens."""
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)
+        x = x + self.pos_embed
+        if idx is not None:
+            x = apply_masks(x, idx)  # (B, K, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)

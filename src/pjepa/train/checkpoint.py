@@ -1,0 +1,82 @@
+"""Checkpoints: weights as safetensors, training state as a non-executable tree.
+
+A checkpoint is a folder ``checkpoints/<name>/`` holding
+  - ``model.safetensors``: the method's state dict (named tensors, loadable alone),
+  - ``state.safetensors``: optimiser, scaler, step, RNG and best-metric state
+    (``pjepa.train.state_io``: tensors + a JSON skeleton, never pickle).
+Both files are written into ``.<name>.tmp/`` first; the folder then replaces the
+old one by renames (old -> ``.<name>.old``, tmp -> name, delete old). A crash at
+any point leaves either the old or the new checkpoint complete, and
+``load_checkpoint`` falls back to ``.<name>.old`` if it finds only that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+
+from pjepa.errors import CheckpointError
+from pjepa.train.state_io import atomic_write_bytes, load_tree, save_tree
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Tensor], train_state: Any) -> Path:
+    """Atomically write checkpoint ``ckpt_root/name``; returns its folder."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final, tmp, old = ckpt_root / name, ckpt_root / f".{name}.tmp", ckpt_root / f".{name}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
+    atomic_write_bytes(tmp / MODEL_FILE, save_safetensors_bytes(tensors))
+    save_tree(tmp / STATE_FILE, train_state)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(ckpt_root)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def checkpoint_path(ckpt_root: Path, name: str) -> Path | None:
+    """The complete folder of checkpoint ``name`` (or its surviving old copy), or None."""
+    for candidate in (ckpt_root / name, ckpt_root / f".{name}.old"):
+        if (candidate / MODEL_FILE).is_file() and (candidate / STATE_FILE).is_file():
+            return candidate
+    return None
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_safetensors_bytes((path / MODEL_FILE).read_bytes())
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"cannot read weights {path / MODEL_FILE}: {e}") from e
+
+
+def load_checkpoint(ckpt_root: Path, name: str, map_location: str | torch.device = "cpu") -> tuple[dict, Any]:
+    """(model state dict, training state) of checkpoint ``name`` under ``ckpt_root``."""
+    path = checkpoint_path(ckpt_root, name)
+    if path is None:
+        raise CheckpointError(
+            f"no complete checkpoint {name!r} under {ckpt_root}; "
+            "the run stopped before its first checkpoint (lower train.ckpt_every) or the path is wrong"
+        )
+    weights = {k: v.to(map_location) for k, v in load_weights(path).items()}
+    return weights, load_tree(path / STATE_FILE, map_location=map_location)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny model on a tiny synthetic dataset, trained in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+# 24 px, patch 4 -> a 6 x 6 grid; two small blocks; one thread so runs are deterministic.
+TINY = [
+    "data.options={num_classes: 4, image_size: 24, num_train: 128, num_val: 64, seed: 0}",
+    "data.image_size=24",
+    "data.stats_samples=64",
+    "model.patch_size=4",
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.pred_dim=16",
+    "model.pred_depth=1",
+    "model.pred_num_heads=2",
+    "optim.batch_size=16",
+    "train.num_threads=1",
+    "train.progress=false",
+    "train.log_every=2",
+    "train.eval_every=4",
+    "train.ckpt_every=4",
+    "train.max_steps=8",
+    "eval.periodic_train_subset=64",
+    "eval.periodic_val_subset=32",
+    "eval.k=5",
+]
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m pjepa ARGS`` in a subprocess with the source tree importable."""
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "pjepa", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

@@ -1,0 +1,70 @@
+"""ViT encoder, positions, predictor trunk layouts and the EMA update."""
+
+import pytest
+import torch
+
+from pjepa.masking import MultiBlockMaskSampler
+from pjepa.models import PredictorTrunk, VisionTransformer, ema_update
+from pjepa.models.pos_embed import sincos_2d
+
+
+def test_sincos_positions_are_distinct_and_bounded():
+    pe = sincos_2d(32, 4, 5)
+    assert pe.shape == (20, 32)
+    assert pe.abs().max() <= 1.0
+    assert torch.cdist(pe, pe).add(torch.eye(20) * 10).min() > 1e-3  # no two positions collide
+
+
+def test_vit_shapes_and_index_selection():
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4)
+    x = torch.randn(3, 3, 16, 16)
+    assert vit(x).shape == (3, 16, 32)
+    idx = torch.tensor([[0, 5, 7], [1, 2, 3], [15, 14, 0]])
+    assert vit(x, idx).shape == (3, 3, 32)
+    with pytest.raises(ValueError, match="multiple of patch size"):
+        VisionTransformer(img_size=15, patch_size=4, embed_dim=32, depth=1, num_heads=4)
+
+
+def _trunk_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masks = MultiBlockMaskSampler(6)(4, g)
+    ctx = torch.randn(4, masks.ctx_idx.shape[1], 32, generator=g)
+    return ctx, masks.ctx_idx, masks.tgt_idx
+
+
+@pytest.mark.parametrize("layout", ["joint", "per_block"])
+def test_trunk_blocks_do_not_see_each_other(layout):
+    """Block j's prediction depends on the context and block j only."""
+    torch.manual_seed(0)
+    trunk = PredictorTrunk(36, 32, 16, depth=2, num_heads=2, layout=layout).eval()
+    ctx, ctx_idx, tgt_idx = _trunk_inputs()
+    B, M, Nt = tgt_idx.shape
+    h = trunk(ctx, ctx_idx, tgt_idx).reshape(B, M, Nt, -1)
+    moved = tgt_idx.clone()
+    moved[:, 1:] = tgt_idx[:, 1:].flip(0)  # change every block but block 0
+    h2 = trunk(ctx, ctx_idx, moved).reshape(B, M, Nt, -1)
+    torch.testing.assert_close(h[:, 0], h2[:, 0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(h[:, 1:], h2[:, 1:])
+
+
+def test_joint_layout_equals_per_block_without_context_to_query_attention():
+    """'joint' = the per-block pass in which context rows see only context."""
+    torch.manual_seed(0)
+    joint = PredictorTrunk(36, 32, 16, depth=2, num_heads=2, layout="joint").eval()
+    ctx, ctx_idx, tgt_idx = _trunk_inputs(1)
+    h = joint(ctx, ctx_idx, tgt_idx)
+    B, M, Nt = tgt_idx.shape
+    for j in range(M):
+        hj = joint(ctx, ctx_idx, tgt_idx[:, j : j + 1])  # a single block, same rule
+        torch.testing.assert_close(h[:, j * Nt : (j + 1) * Nt], hj, atol=1e-5, rtol=1e-5)
+
+
+def test_ema_update_lerps_every_pair():
+    t = [torch.zeros(3), torch.ones(2)]
+    o = [torch.ones(3), torch.zeros(2)]
+    ema_update(t, o, momentum=0.75)
+    torch.testing.assert_close(t[0], torch.full((3,), 0.25))
+    torch.testing.assert_close(t[1], torch.full((2,), 0.75))
+    ema_update(t, o, momentum=1.0)  # momentum 1 freezes the target
+    torch.testing.assert_close(t[0], torch.full((3,), 0.25))
