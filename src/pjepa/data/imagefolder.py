@@ -1,0 +1,62 @@
+"""Loader for a folder of class folders: ``root/<class>/**/*.jpg``.
+
+Classes are the sorted sub-folder names (label = index), so every split of one
+root gets the same labels. ``root/<split>`` is used when it exists (``train/``,
+``val/``), else ``root`` itself is the split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from pjepa.data.base import ImageDataset
+from pjepa.data.decode import decode_images
+from pjepa.data.registry import DATASETS
+from pjepa.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted, by extension (any case)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_files(files: Sequence[Path], labels: Sequence[int], class_names: list[str], name: str, split: str,
+               source: str, image_size: int | None) -> ImageDataset:
+    """Read and decode image files into an ImageDataset (shared with tiny-imagenet)."""
+    blobs = []
+    for f in files:
+        try:
+            blobs.append(f.read_bytes())
+        except OSError as err:
+            raise DataError(f"cannot read image file {f}: {err}") from err
+    images = decode_images(blobs, source=source, names=[str(f) for f in files], image_size=image_size)
+    return ImageDataset(images, torch.tensor(list(labels), dtype=torch.int64), class_names, name, split)
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(split: str, path: str | os.PathLike | None = None, *, image_size: int | None = None) -> ImageDataset:
+    """Class-folder images. Options: ``image_size`` (resize to a square; required when sizes differ)."""
+    if path is None:
+        raise DataError("dataset 'imagefolder' needs path= (a folder of class folders)")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"imagefolder root {root} is not a folder; pass a folder holding one sub-folder per class")
+    folder = root / split if (root / split).is_dir() else root
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders; expected {folder}/<class>/<image>.jpg")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        found = list_images(folder / cls)
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise DataError(f"no images ({exts}) in the class folders of {folder}")
+    return read_files(files, labels, classes, "imagefolder", split, str(folder), image_size)
