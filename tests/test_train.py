@@ -119,6 +119,8 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert out.returncode == 0 and "lr: 0.5" in out.stdout
     bad = run_cli("train", "--config", str(SMOKE), "--dry-run", "optim.lrr=0.5")
     assert bad.returncode == 2 and "unknown config key optim.lrr" in bad.stderr
+    after = run_cli("train", "--config", str(SMOKE), "--out", str(tmp_path / "x"), "--dry-run", "optim.lr=0.25")
+    assert after.returncode == 0 and "lr: 0.25" in after.stdout  # overrides after options work too
     missing = run_cli("eval", "knn", "--run", str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "not a pjepa run directory" in missing.stderr
 
@@ -136,3 +138,24 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert "global batch 16 (2 x 8)" in proc.stdout
     _, state = load_checkpoint(run / "checkpoints", "last")
     assert state["step"] == 4
+
+
+def test_logged_metrics_are_window_means(tmp_path, monkeypatch):
+    """Per-step metrics are averaged over the window; diagnostics over the steps that have them."""
+    from pjepa.methods.ijepa import IJEPA
+
+    original = IJEPA.forward
+
+    def forward(self, images, generator, diagnostics=False):
+        loss, metrics = original(self, images, generator, diagnostics)
+        metrics["probe/every_step"] = 3.0
+        if diagnostics:
+            metrics["probe/diagnostic"] = 7.0
+        return loss, metrics
+
+    monkeypatch.setattr(IJEPA, "forward", forward)
+    run = tmp_path / "run"
+    train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.log_every=4"]), run)
+    rows = [r for r in read_metrics(run) if "train/loss" in r]
+    assert [r["probe/every_step"] for r in rows] == [3.0, 3.0]
+    assert [r["probe/diagnostic"] for r in rows] == [7.0, 7.0]

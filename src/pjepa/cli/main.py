@@ -90,7 +90,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after options (`--out DIR key=value`): argparse
+    # leaves trailing positionals unparsed, so collect every `key=value` left over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e or args.command != "train"]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "train":
+        args.overrides = list(args.overrides) + extra
     try:
         return cmd_train(args) if args.command == "train" else cmd_eval(args)
     except PJepaError as e:

@@ -73,7 +73,7 @@ def decode_images(
     first = _open_rgb(blobs[0], 0, names, source)
     size = (image_size, image_size) if image_size is not None else first.size  # (W, H)
     out = np.empty((n, 3, size[1], size[0]), dtype=np.uint8)  # (N, 3, H, W)
-    bar = tqdm(total=n, desc=f"decode {source}"[:60], unit="img", disable=n <= PROGRESS_MIN)
+    bar = tqdm(total=n, desc=f"decode {source}"[:60], unit="img", disable=True if n <= PROGRESS_MIN else None)  # None: only on a terminal
     with bar:
         for i in range(n):
             img = first if i == 0 else _open_rgb(blobs[i], i, names, source)

@@ -32,7 +32,7 @@ def extract_features(
     encoder.eval()
     out = []
     batches = range(0, images.shape[0], batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for start in tqdm(batches, desc=desc, disable=True if not progress else None, leave=False):
         x = images[start : start + batch_size].to(device, non_blocking=True)
         x = resize_normalize(x, image_size, mean.to(device), std.to(device))
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

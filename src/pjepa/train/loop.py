@@ -318,19 +318,24 @@ class Trainer:
         aug_gen = torch.Generator(device=self.device)
         mask_gen = torch.Generator()
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
         first_bad = torch.tensor(-1, device=self.device)
         window_start, window_steps = time.perf_counter(), 0
         t_start = time.perf_counter()
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
                    desc="train", dynamic_ncols=True, mininterval=1.0)
         step, last = self.state.step, {}
+        if step == 0 and c.train.eval_every > 0 and info.is_main:
+            self._periodic_knn(0)  # the curve starts at the random-initialisation value
+        barrier()
         while step < self.total:
             log_now = (step + 1) % c.train.log_every == 0 or step + 1 == self.total
             x = self._batch(step, aug_gen)
             loss, metrics, sched = self._step(step, x, mask_gen, diagnostics=log_now)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-            for k, v in metrics.items():
+            for k, v in metrics.items():  # diagnostics appear only on logging steps: count per key
                 sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
+                counts[k] = counts.get(k, 0) + 1
             step, window_steps = step + 1, window_steps + 1
             self.state.step = step
             bar.update(1)
@@ -341,12 +346,12 @@ class Trainer:
             self._check_finite(first_bad, x)
             elapsed = time.perf_counter() - window_start
             img_s = window_steps * c.optim.batch_size / max(elapsed, 1e-9)
-            last = {k: float(v) / window_steps for k, v in sums.items() if k.startswith(("train/", "head/"))}
-            row = {k: float(v) / window_steps for k, v in sums.items()}
+            row = {k: float(v) / counts[k] for k, v in sums.items()}
+            last = {k: v for k, v in row.items() if k.startswith(("train/", "head/"))}
             row.update(sched, epoch=step / self.batcher.steps_per_epoch, images_per_s=img_s)
             self.logger.log(step, row)
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", img_s=f"{img_s:.0f}")
-            sums, window_start, window_steps = {}, time.perf_counter(), 0
+            sums, counts, window_start, window_steps = {}, {}, time.perf_counter(), 0
             self._maybe_eval_and_save(step, force=time_up or step == self.total)
             if time_up:
                 if info.is_main:
@@ -366,16 +371,20 @@ class Trainer:
             self.logger.log(bad, {"error": msg})
             raise NonFiniteLossError(msg)
 
+    def _periodic_knn(self, step: int) -> dict[str, float]:
+        res = self.knn(self.method.feature_encoder("target"), self.amp_dtype)
+        self.state.history.append({"step": step, **res})
+        self.logger.log(step, res)
+        print(f"\n[pjepa] step {step}: kNN@1 weighted {res['knn/top1_weighted']:.2f}% "
+              f"majority {res['knn/top1_majority']:.2f}% (subset: {len(self.knn.bank_idx)} bank, "
+              f"{len(self.knn.query_idx)} queries)", flush=True)
+        return res
+
     def _maybe_eval_and_save(self, step: int, force: bool) -> None:
         c = self.cfg
         do_eval = c.train.eval_every > 0 and (step % c.train.eval_every == 0 or force)
         if do_eval and self.info.is_main:
-            encoder = self.method.feature_encoder("target")
-            res = self.knn(encoder, self.amp_dtype)
-            self.state.history.append({"step": step, **res})
-            self.logger.log(step, res)
-            print(f"\n[pjepa] step {step}: kNN@1 weighted {res['knn/top1_weighted']:.2f}% "
-                  f"majority {res['knn/top1_majority']:.2f}% (subset)", flush=True)
+            res = self._periodic_knn(step)
             if res["knn/top1_weighted"] > self.state.best_knn:
                 self.state.best_knn = res["knn/top1_weighted"]
                 self._save("best")
