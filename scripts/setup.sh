@@ -5,10 +5,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+
+pip_install() {  # quiet on success (minus this machine's index warnings), whole log on failure
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install -q "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: 'pip install $*' failed (log above)" >&2
+    exit 1
+  fi
+  grep -v "^WARNING: Location" "$log" || true
+  rm -f "$log"
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/python -m pip install -q "torch==${PJEPA_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v "^WARNING: Location" || true
+  pip_install "torch==${PJEPA_TORCH_VERSION:-2.13.0}"
 fi
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install -e ".[dev]"
 .venv/bin/python -c "import torch, pjepa; print(f'pjepa {pjepa.__version__} ready (torch {torch.__version__})')"

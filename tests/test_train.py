@@ -159,3 +159,21 @@ def test_logged_metrics_are_window_means(tmp_path, monkeypatch):
     rows = [r for r in read_metrics(run) if "train/loss" in r]
     assert [r["probe/every_step"] for r in rows] == [3.0, 3.0]
     assert [r["probe/diagnostic"] for r in rows] == [7.0, 7.0]
+
+
+def test_ctrl_c_saves_last_checkpoint_before_exiting(tmp_path, monkeypatch):
+    import pjepa.train.loop as loop
+
+    original = loop.Trainer._step
+
+    def step(self, s, *a, **k):
+        if s == 5:
+            raise KeyboardInterrupt
+        return original(self, s, *a, **k)
+
+    monkeypatch.setattr(loop.Trainer, "_step", step)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4"]), run)
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 5  # steps 0-4 done; saved at the interrupt, not only at step 4

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except PJepaError as e:
         print(f"pjepa: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

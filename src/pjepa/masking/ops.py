@@ -41,16 +41,16 @@ def block_attention_mask(
     * rows of block ``j`` attend to every context column and to block ``j``'s
       own columns, nothing else.
 
-    Why this is exact: the I-JEPA predictor runs once per target block on
-    ``[context, mask tokens of that block]``. In that pass the context tokens
-    see only context (they are the same for every block, so their states never
-    depend on which block is predicted) and the mask tokens see the context
-    and their own block. With this mask, in every layer the context rows compute
-    exactly what they would in the separate pass, and block ``j``'s rows attend
-    to exactly the keys of the separate pass for block ``j``; by induction over
-    layers each block's outputs equal those of its separate pass, while the
-    context is encoded once instead of ``num_blocks`` times. Position-wise layers
-    (MLP, norms) need no mask.
+    What it computes: exactly what a separate pass per target block over
+    ``[context, mask tokens of that block]`` computes when, in that pass, context
+    tokens attend only to context. Context states then never depend on which
+    block is predicted, so in every layer they are the same for all blocks and
+    can be shared; block ``j``'s rows attend to exactly the keys of its own pass.
+    By induction over layers each block's outputs equal those of its separate
+    pass, while the context is encoded once instead of ``num_blocks`` times.
+    (The official I-JEPA predictor also lets context tokens attend to the mask
+    tokens of the block; that variant is ``pred_layout="per_block"`` in
+    :class:`pjepa.models.PredictorTrunk`.) Position-wise layers need no mask.
 
     Use it as ``attn_mask`` of ``F.scaled_dot_product_attention`` (True = take
     part). ``nn.MultiheadAttention`` uses the opposite convention: pass ``~mask``.

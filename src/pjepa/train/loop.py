@@ -191,6 +191,7 @@ class Trainer:
         self.images = self.train_set.images.to(self.device)  # the whole uint8 train split on the device
         self.method: Method = build_method(cfg).to(self.device)
         self.optimizer = build_optimizer(cfg, self.method, self.device)
+        self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.amp_dtype, use_scaler = amp_settings(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.batcher = Batcher(len(self.train_set), cfg.optim.batch_size, self.info, cfg.train.seed, self.device)
@@ -298,8 +299,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip if clip > 0 else math.inf)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -310,6 +310,18 @@ class Trainer:
     # -- the loop
 
     def fit(self) -> dict[str, float]:
+        """Train to the end (or the time limit); Ctrl-C saves ``last`` first, then re-raises."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.method.parameters())
+            if self.info.is_main and finite:
+                self._save("last")
+                print(f"\n[pjepa] interrupted at step {self.state.step}; saved checkpoints/last. "
+                      f"Continue with: pjepa train --resume {self.run_dir}", flush=True)
+            raise
+
+    def _fit(self) -> dict[str, float]:
         c, info = self.cfg, self.info
         if info.is_main:
             print(f"[pjepa] run {self.run_dir}: {self.total} steps, global batch {c.optim.batch_size} "
@@ -319,7 +331,8 @@ class Trainer:
         mask_gen = torch.Generator()
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        first_bad = torch.tensor(-1, device=self.device)
+        first_bad = torch.tensor(-1, device=self.device)  # step of the first non-finite loss
+        bad_stats = torch.zeros(3, device=self.device)  # (loss, image mean, image std) of that step
         window_start, window_steps = time.perf_counter(), 0
         t_start = time.perf_counter()
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
@@ -332,7 +345,9 @@ class Trainer:
             log_now = (step + 1) % c.train.log_every == 0 or step + 1 == self.total
             x = self._batch(step, aug_gen)
             loss, metrics, sched = self._step(step, x, mask_gen, diagnostics=log_now)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            new_bad = (first_bad < 0) & ~torch.isfinite(loss)  # device-side: no host sync per step
+            first_bad = torch.where(new_bad, step, first_bad)
+            bad_stats = torch.where(new_bad, torch.stack([loss.float(), x.mean(), x.std()]), bad_stats)
             for k, v in metrics.items():  # diagnostics appear only on logging steps: count per key
                 sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
                 counts[k] = counts.get(k, 0) + 1
@@ -343,7 +358,7 @@ class Trainer:
             time_up = broadcast_flag(time_up, self.device) if log_now or step % 10 == 0 else False
             if not (log_now or time_up):
                 continue
-            self._check_finite(first_bad, x)
+            self._check_finite(first_bad, bad_stats)
             elapsed = time.perf_counter() - window_start
             img_s = window_steps * c.optim.batch_size / max(elapsed, 1e-9)
             row = {k: float(v) / counts[k] for k, v in sums.items()}
@@ -362,11 +377,12 @@ class Trainer:
         barrier()
         return {"step": step, **last, "best_knn": self.state.best_knn}
 
-    def _check_finite(self, first_bad: torch.Tensor, x: torch.Tensor) -> None:
+    def _check_finite(self, first_bad: torch.Tensor, bad_stats: torch.Tensor) -> None:
         bad = int(first_bad)
         if bad >= 0:
-            msg = (f"non-finite loss at step {bad} (batch of {x.shape[0]}: image mean {x.mean():.4f}, "
-                   f"std {x.std():.4f}); the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. "
+            loss, mean, std = bad_stats.tolist()
+            msg = (f"non-finite loss ({loss}) at step {bad} (its batch of {self.batcher.local_batch} images: "
+                   f"mean {mean:.4f}, std {std:.4f}); the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. "
                    "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
             self.logger.log(bad, {"error": msg})
             raise NonFiniteLossError(msg)
