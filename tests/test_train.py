@@ -177,3 +177,27 @@ def test_ctrl_c_saves_last_checkpoint_before_exiting(tmp_path, monkeypatch):
         train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4"]), run)
     _, state = load_checkpoint(run / "checkpoints", "last")
     assert state["step"] == 5  # steps 0-4 done; saved at the interrupt, not only at step 4
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_plain_keys(tmp_path):
+    """train.compile=true: same losses as eager, and checkpoints load into uncompiled models."""
+    over = TINY + ["train.eval_every=0", "train.max_steps=4"]
+    train(load_config(SMOKE, over + ["train.compile=true"]), tmp_path / "compiled")
+    train(load_config(SMOKE, over), tmp_path / "eager")
+    a, b = losses(tmp_path / "compiled"), losses(tmp_path / "eager")
+    assert a.keys() == b.keys() and all(abs(a[s] - b[s]) < 1e-4 for s in a)
+    weights, _ = load_checkpoint(tmp_path / "compiled" / "checkpoints", "last")
+    assert not any("_orig_mod" in k for k in weights)
+    assert evaluate_knn(tmp_path / "compiled", progress=False)["step"] == 4
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    from pjepa.errors import CheckpointError
+
+    run = tmp_path / "run"
+    train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.max_steps=2"]), run)
+    cfg = (run / "config.yaml").read_text().replace("depth: 2", "depth: 3", 1)
+    (run / "config.yaml").write_text(cfg)
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        evaluate_knn(run, progress=False)

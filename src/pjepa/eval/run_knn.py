@@ -23,7 +23,7 @@ from pjepa.errors import CheckpointError, ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import knn_evaluate
 from pjepa.methods import build_method
-from pjepa.train.checkpoint import checkpoint_path, load_checkpoint
+from pjepa.train.checkpoint import checkpoint_path, load_checkpoint, load_weights_into
 from pjepa.train.distributed import resolve_device
 from pjepa.utils import seed_everything, stream_seed
 
@@ -61,7 +61,7 @@ def _encoder_features(cfg, run_dir, which, random_init, checkpoint, images, mean
         if checkpoint_path(Path(run_dir) / "checkpoints", checkpoint) is None:
             raise CheckpointError(f"no checkpoint {checkpoint!r} in {run_dir}/checkpoints: train first or pick --checkpoint last")
         weights, state = load_checkpoint(Path(run_dir) / "checkpoints", checkpoint)
-        method.load_state_dict(weights)
+        load_weights_into(method, weights, Path(run_dir))
         step = int(state["step"])
     encoder = method.feature_encoder(which).to(device)
     amp = torch.bfloat16 if device.type == "cuda" else None

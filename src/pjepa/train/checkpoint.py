@@ -80,3 +80,15 @@ def load_checkpoint(ckpt_root: Path, name: str, map_location: str | torch.device
         )
     weights = {k: v.to(map_location) for k, v in load_weights(path).items()}
     return weights, load_tree(path / STATE_FILE, map_location=map_location)
+
+
+def load_weights_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
+    """``module.load_state_dict(weights)``, with an error that says what to check."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"the checkpoint in {where} does not fit the model its config.yaml builds ({first}); "
+            "was config.yaml edited, or the checkpoint copied from another run?"
+        ) from e

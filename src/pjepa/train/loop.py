@@ -39,7 +39,7 @@ from pjepa.eval.knn import knn_evaluate
 from pjepa.methods import Method, build_method
 from pjepa.models import ema_update
 from pjepa.train import schedules
-from pjepa.train.checkpoint import load_checkpoint, save_checkpoint
+from pjepa.train.checkpoint import load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.train.distributed import DistInfo, barrier, broadcast_flag, cleanup, init_distributed
 from pjepa.train.logging import MetricsLogger
 from pjepa.utils import git_commit, seed_everything, stream_seed
@@ -189,6 +189,7 @@ class Trainer:
         self.train_set, self.val_set = load_data(cfg)
         self.mean, self.std = data_stats(cfg, self.train_set, self.run_dir, resume)
         self.images = self.train_set.images.to(self.device)  # the whole uint8 train split on the device
+        self._mean_dev, self._std_dev = self.mean.to(self.device), self.std.to(self.device)
         self.method: Method = build_method(cfg).to(self.device)
         self.optimizer = build_optimizer(cfg, self.method, self.device)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -211,9 +212,11 @@ class Trainer:
     def _wrap(self, method: Method) -> nn.Module:
         if self.cfg.train.compile:
             # Automatic dynamic shapes: the number of context/target tokens varies between batches.
+            # In-place Module.compile keeps state_dict keys free of "_orig_mod." prefixes,
+            # so checkpoints load into an uncompiled model (eval, resume without compile).
             for name in ("encoder", "target_encoder", "predictor"):
                 if hasattr(method, name):
-                    setattr(method, name, torch.compile(getattr(method, name), dynamic=None))
+                    getattr(method, name).compile(dynamic=None)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(method, device_ids=ids)
@@ -262,7 +265,7 @@ class Trainer:
 
     def _restore(self) -> None:
         weights, st = load_checkpoint(self.run_dir / "checkpoints", "last", map_location=self.device)
-        self.method.load_state_dict(weights)
+        load_weights_into(self.method, weights, self.run_dir)
         self.optimizer.load_state_dict(st["optimizer"])
         if st["scaler"]:
             self.scaler.load_state_dict(st["scaler"])
@@ -287,7 +290,7 @@ class Trainer:
         raw = self.images[self.batcher.indices(step)]  # (b, 3, H, W) uint8
         gen.manual_seed(stream_seed(self.cfg.train.seed, step, self.info.rank, "augment"))
         return random_resized_crop_flip(
-            raw, d.image_size, self.mean.to(self.device), self.std.to(self.device), scale=d.crop_scale,
+            raw, d.image_size, self._mean_dev, self._std_dev, scale=d.crop_scale,
             ratio=d.crop_ratio, flip_p=0.5 if d.flip else 0.0, generator=gen,
         )
 
