@@ -201,3 +201,24 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
     (run / "config.yaml").write_text(cfg)
     with pytest.raises(CheckpointError, match="does not fit the model"):
         evaluate_knn(run, progress=False)
+
+
+def test_pretraining_on_an_unlabelled_split_needs_a_labelled_bank(tmp_path, monkeypatch):
+    """STL-10 style: pretrain on 'unlabeled', use a labelled split as the kNN bank."""
+    import pjepa.train.loop as loop
+    from pjepa.data import load_dataset as real_load
+    from pjepa.errors import ConfigError
+
+    def load(name, split, path=None, **options):  # synthetic 'train' plays the unlabelled split
+        ds = real_load(name, "train" if split == "unlabeled" else split, path, **options)
+        if split == "unlabeled":
+            ds.labels = torch.full_like(ds.labels, -1)
+            ds.split = "unlabeled"
+        return ds
+
+    monkeypatch.setattr(loop, "load_dataset", load)
+    base = TINY + ["data.train_split=unlabeled", "train.max_steps=4"]
+    with pytest.raises(ConfigError, match="data.bank_split"):
+        train(load_config(SMOKE, base), tmp_path / "a")
+    result = train(load_config(SMOKE, base + ["data.bank_split=val"]), tmp_path / "b")
+    assert result["step"] == 4 and result["best_knn"] >= 0

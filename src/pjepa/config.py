@@ -30,6 +30,7 @@ class DataConfig:
     path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; None = built-in / download
     train_split: str = "train"
     val_split: str = "val"  # queries of the kNN evaluation
+    bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # loader-specific (e.g. num_classes)
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)

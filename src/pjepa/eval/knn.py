@@ -30,12 +30,15 @@ class index among them, on every device.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from pjepa.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pjepa.data import ImageDataset
 
 Vote = Literal["weighted", "majority"]
 VOTES: tuple[str, ...] = ("weighted", "majority")
@@ -270,3 +273,12 @@ def knn_accuracy(
         train_features, train_labels, query_features, query_labels, num_classes,
         k=k, temperature=temperature, votes=(vote,), chunk_size=chunk_size,
     )[vote]
+
+
+def require_labels(ds: ImageDataset, key: str) -> None:
+    """A kNN bank or query split must be labelled (STL-10 'unlabeled' is not); ``key`` names the option."""
+    if len(ds) == 0 or bool((ds.labels < 0).any()):
+        raise ConfigError(
+            f"the {ds.split!r} split of {ds.name} has unlabelled images, so it cannot serve kNN; "
+            f"set {key} to a labelled split (e.g. data.bank_split=train for STL-10) or train.eval_every=0"
+        )

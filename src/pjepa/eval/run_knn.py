@@ -21,7 +21,7 @@ from pjepa.config import Config, load_config
 from pjepa.data import ImageDataset, load_dataset
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.eval.features import extract_features, pixel_features
-from pjepa.eval.knn import knn_evaluate
+from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.methods import build_method
 from pjepa.train.checkpoint import checkpoint_path, load_checkpoint, load_weights_into
 from pjepa.train.distributed import resolve_device
@@ -97,8 +97,10 @@ def evaluate_knn(
     dev = resolve_device(device)
     d = cfg.data
     t0 = time.perf_counter()
-    train = load_dataset(d.name, d.train_split, d.path, **d.options)
+    train = load_dataset(d.name, d.bank_split or d.train_split, d.path, **d.options)
     val = load_dataset(d.name, d.val_split, d.path, **d.options)
+    require_labels(train, "data.bank_split")
+    require_labels(val, "data.val_split")
     (xb, yb), (xq, yq) = _subset(train, train_limit, cfg.train.seed, "bank"), _subset(val, eval_limit, cfg.train.seed, "query")
     if baseline == "pixels":
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
@@ -112,7 +114,7 @@ def evaluate_knn(
         "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
         "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
         "encoder": which, "baseline": baseline, "checkpoint": None if baseline else checkpoint,
-        "dataset": d.name, "split": d.val_split, "bank_split": d.train_split,
+        "dataset": d.name, "split": d.val_split, "bank_split": d.bank_split or d.train_split,
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }

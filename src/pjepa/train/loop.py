@@ -35,7 +35,7 @@ from pjepa.config import Config, dump_config
 from pjepa.data import ImageDataset, channel_stats, load_dataset, random_resized_crop_flip
 from pjepa.errors import ConfigError, PJepaError
 from pjepa.eval.features import extract_features
-from pjepa.eval.knn import knn_evaluate
+from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.methods import Method, build_method
 from pjepa.models import ema_update
 from pjepa.train import schedules
@@ -61,11 +61,13 @@ class RunState:
 # --------------------------------------------------------------------------- set-up helpers
 
 
-def load_data(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
+def load_data(cfg: Config) -> tuple[ImageDataset, ImageDataset, ImageDataset]:
+    """(pretraining split, kNN bank split, kNN query split); the bank is the train split by default."""
     d = cfg.data
     train = load_dataset(d.name, d.train_split, d.path, **d.options)
+    bank = train if d.bank_split in (None, d.train_split) else load_dataset(d.name, d.bank_split, d.path, **d.options)
     val = load_dataset(d.name, d.val_split, d.path, **d.options)
-    return train, val
+    return train, bank, val
 
 
 def data_stats(cfg: Config, train: ImageDataset, run_dir: Path, resume: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,6 +157,9 @@ class PeriodicKNN:
     """kNN@1 on fixed random subsets of train (bank) and val (queries)."""
 
     def __init__(self, cfg: Config, train: ImageDataset, val: ImageDataset, mean, std, device) -> None:
+        if cfg.train.eval_every > 0:
+            require_labels(train, "data.bank_split")
+            require_labels(val, "data.val_split")
         g = torch.Generator().manual_seed(stream_seed(cfg.train.seed, 0, 0, "knn-subset"))
         self.bank_idx = torch.randperm(len(train), generator=g)[: cfg.eval.periodic_train_subset]
         self.query_idx = torch.randperm(len(val), generator=g)[: cfg.eval.periodic_val_subset]
@@ -186,7 +191,7 @@ class Trainer:
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed + self.info.rank)
-        self.train_set, self.val_set = load_data(cfg)
+        self.train_set, self.bank_set, self.val_set = load_data(cfg)
         self.mean, self.std = data_stats(cfg, self.train_set, self.run_dir, resume)
         self.images = self.train_set.images.to(self.device)  # the whole uint8 train split on the device
         self._mean_dev, self._std_dev = self.mean.to(self.device), self.std.to(self.device)
@@ -204,7 +209,7 @@ class Trainer:
         if resume:
             self._restore()
         self.model = self._wrap(self.method)
-        self.knn = PeriodicKNN(cfg, self.train_set, self.val_set, self.mean, self.std, self.device)
+        self.knn = PeriodicKNN(cfg, self.bank_set, self.val_set, self.mean, self.std, self.device)
         self.logger = MetricsLogger(self.run_dir, self.info.is_main, self.state.step if resume else None)
         if self.info.is_main:
             self._write_run_files()
