@@ -128,6 +128,9 @@ class EvalConfig:
     batch_size: int = 512  # feature extraction batch
     periodic_train_subset: int = 5000  # bank size of the periodic kNN during training
     periodic_val_subset: int = 1000  # queries of the periodic kNN during training
+    periodic_head_subset: int = 256  # val images for the head metrics logged with each periodic kNN (0 = off)
+    head_samples: int = 8  # draws per token for the head metrics' sample spread
+    head_sample_tokens: int = 1024  # target tokens the periodic head metrics draw samples for
 
 
 @dataclass

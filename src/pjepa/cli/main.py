@@ -3,6 +3,8 @@
     pjepa train --config FILE [--out DIR] [--dry-run] [key=value ...]
     pjepa train --resume DIR [key=value ...]
     pjepa eval knn --run DIR [--encoder target|context] [--random-init | --pixels]
+    pjepa eval head --run DIR [--checkpoint last|best] [--eval-limit N] [--samples S]
+    pjepa table RUN_DIR... [--format md|csv|both] [--csv FILE]
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--train-limit", type=int, default=0, help="random subset of the bank (0 = all)")
     k.add_argument("--eval-limit", type=int, default=0, help="random subset of the queries (0 = all)")
     k.add_argument("--device", default="auto")
+    hd = esub.add_parser("head", help="shared head metrics: NLL (exact heads), point error, sample spread and cost")
+    hd.add_argument("--run", type=Path, required=True, metavar="DIR")
+    hd.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    hd.add_argument("--eval-limit", type=int, default=1000, help="validation images (0 = all)")
+    hd.add_argument("--samples", type=int, default=8, help="draws per target token for the sample spread")
+    hd.add_argument("--device", default="auto")
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="kNN@1 table of run directories (both votes, budgets, head metrics)")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--format", choices=["md", "csv", "both"], default="both")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the CSV to FILE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_table(sub)
     return parser
 
 
@@ -76,8 +92,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_table(args: argparse.Namespace) -> int:
+    from pjepa.eval.table import table_rows, to_csv, to_markdown
+
+    rows = table_rows(args.runs)
+    if args.format in ("md", "both"):
+        print(to_markdown(rows))
+    if args.format in ("csv", "both"):
+        print(to_csv(rows), end="")
+    if args.csv is not None:
+        args.csv.write_text(to_csv(rows))
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def cmd_eval_head(args: argparse.Namespace) -> int:
+    from pjepa.eval.run_head import evaluate_head
+
+    r = evaluate_head(args.run, checkpoint=args.checkpoint, eval_limit=args.eval_limit, num_samples=args.samples,
+                      device=args.device)
+    nll = f"nll/dim {r['nll']:.4f}  " if "nll" in r else "nll - (no exact likelihood)  "
+    print(f"head {r['head']} ({r['dataset']} {r['split']}: {r['n_images']} images, {int(r['tokens'])} target tokens, "
+          f"step {r['step']}): {nll}point mse {r['point_mse']:.4f} cos {r['point_cos']:.4f}  "
+          f"sample spread {r['sample_spread']:.4f}  sampling {r['sample_seconds_per_1000']:.4f} s/1000 tokens")
+    print(f"wrote {r['path']}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from pjepa.eval.run_knn import evaluate_knn
+
+    if args.protocol == "head":
+        return cmd_eval_head(args)
 
     baseline = "random-init" if args.random_init else "pixels" if args.pixels else None
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
@@ -100,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         args.overrides = list(args.overrides) + extra
     try:
-        return cmd_train(args) if args.command == "train" else cmd_eval(args)
+        commands = {"train": cmd_train, "eval": cmd_eval, "table": cmd_table}
+        return commands[args.command](args)
     except PJepaError as e:
         print(f"pjepa: error: {e}", file=sys.stderr)
         return 2

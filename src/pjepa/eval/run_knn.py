@@ -43,7 +43,7 @@ def load_run_stats(run_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(s["mean"]), torch.tensor(s["std"])
 
 
-def _subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, labels), a seeded random subset of ``limit`` items (all if 0): never a prefix."""
     if limit <= 0 or limit >= len(ds):
         return ds.images, ds.labels
@@ -52,17 +52,22 @@ def _subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch
     return ds.images[idx], ds.labels[idx]
 
 
-def _encoder_features(cfg, run_dir, which, random_init, checkpoint, images, mean, std, device, progress):
-    """Features of the bank and query images, and the step of the weights used."""
+def load_run_method(cfg: Config, run_dir: Path, checkpoint: str = "last", random_init: bool = False):
+    """(method, step): the run's method with the weights of ``checkpoint`` ("last" / "best"), or untrained."""
     seed_everything(cfg.train.seed)
     method = build_method(cfg)
-    step = 0
-    if not random_init:
-        if checkpoint_path(Path(run_dir) / "checkpoints", checkpoint) is None:
-            raise CheckpointError(f"no checkpoint {checkpoint!r} in {run_dir}/checkpoints: train first or pick --checkpoint last")
-        weights, state = load_checkpoint(Path(run_dir) / "checkpoints", checkpoint)
-        load_weights_into(method, weights, Path(run_dir))
-        step = int(state["step"])
+    if random_init:
+        return method, 0
+    if checkpoint_path(Path(run_dir) / "checkpoints", checkpoint) is None:
+        raise CheckpointError(f"no checkpoint {checkpoint!r} in {run_dir}/checkpoints: train first or pick --checkpoint last")
+    weights, state = load_checkpoint(Path(run_dir) / "checkpoints", checkpoint)
+    load_weights_into(method, weights, Path(run_dir))
+    return method, int(state["step"])
+
+
+def _encoder_features(cfg, run_dir, which, random_init, checkpoint, images, mean, std, device, progress):
+    """Features of the bank and query images, and the step of the weights used."""
+    method, step = load_run_method(cfg, run_dir, checkpoint, random_init)
     encoder = method.feature_encoder(which).to(device)
     amp = torch.bfloat16 if device.type == "cuda" else None
     feats = [extract_features(encoder, x, cfg.data.image_size, mean, std, device, cfg.eval.batch_size, amp,
@@ -101,7 +106,7 @@ def evaluate_knn(
     val = load_dataset(d.name, d.val_split, d.path, **d.options)
     require_labels(train, "data.bank_split")
     require_labels(val, "data.val_split")
-    (xb, yb), (xq, yq) = _subset(train, train_limit, cfg.train.seed, "bank"), _subset(val, eval_limit, cfg.train.seed, "query")
+    (xb, yb), (xq, yq) = subset(train, train_limit, cfg.train.seed, "bank"), subset(val, eval_limit, cfg.train.seed, "query")
     if baseline == "pixels":
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:

@@ -1,6 +1,10 @@
 """Predictor heads. A new head is one new file plus its import below."""
 
+from pjepa.heads import autoregressive  # noqa: F401  (registers "autoregressive")
 from pjepa.heads import deterministic  # noqa: F401  (registers "deterministic")
+from pjepa.heads import diffusion  # noqa: F401  (registers "diffusion")
+from pjepa.heads import flow  # noqa: F401  (registers "flow")
+from pjepa.heads import mdn  # noqa: F401  (registers "mdn")
 from pjepa.heads.base import PredictorHead
 from pjepa.heads.registry import HEADS
 from pjepa.errors import ConfigError

@@ -10,6 +10,7 @@ shared evaluation (kNN, point-prediction error, NLL where exact) is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn as nn
@@ -17,6 +18,14 @@ import torch.nn as nn
 from pjepa.errors import ConfigError
 
 Diagnostics = dict[str, torch.Tensor]
+
+
+def full_precision(t: torch.Tensor) -> AbstractContextManager:
+    """Disable autocast on ``t``'s device: densities (log-sum-exp, log-dets) need fp32.
+
+    Use as ``with full_precision(h): ...`` and cast inputs with ``.float()`` inside.
+    """
+    return torch.autocast(device_type=t.device.type, enabled=False)
 
 
 class PredictorHead(nn.Module, ABC):

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn as nn
 
+from pjepa.errors import ConfigError
+
 Metrics = dict[str, torch.Tensor | float]
 
 
@@ -30,6 +32,14 @@ class Method(nn.Module, ABC):
     def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(target parameters, online parameters) updated by the loop's EMA."""
         return [], []
+
+    def head_conditions(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> (h (B, T, Dp), y (B, T, D)): the predictor head's inputs and targets.
+
+        Used by the shared head metrics (``pjepa eval head``); methods without a
+        predictor head (MAE) keep this default.
+        """
+        raise ConfigError(f"method {type(self).__name__} has no predictor head to evaluate; use an I-JEPA run")
 
     @abstractmethod
     def feature_encoder(self, which: str = "target") -> nn.Module:

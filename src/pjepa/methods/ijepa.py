@@ -71,19 +71,25 @@ class IJEPA(Method):
         y = F.layer_norm(y, (y.shape[-1],))
         return apply_masks(y, tgt_idx)
 
-    def forward(
-        self, images: torch.Tensor, generator: torch.Generator, diagnostics: bool = False
-    ) -> tuple[torch.Tensor, Metrics]:
-        B = images.shape[0]
-        masks = self.mask_sampler(B, generator)
+    def head_inputs(
+        self, images: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1-4: masks, targets y (B, M*Nt, D), context z (B, Nc, D), conditions h (B, M*Nt, Dp)."""
+        masks = self.mask_sampler(images.shape[0], generator)
         ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nc)
         tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt)
         y = self.targets(images, tgt_idx.flatten(1))  # (B, M*Nt, D)
         z = self.encoder(images, ctx_idx)  # (B, Nc, D)
         h = self.predictor(z, ctx_idx, tgt_idx)  # (B, M*Nt, Dp)
+        return h, y, z, tgt_idx
+
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator, diagnostics: bool = False
+    ) -> tuple[torch.Tensor, Metrics]:
+        h, y, z, tgt_idx = self.head_inputs(images, generator)
         loss, diag = self.head.loss(h, y)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
-        metrics["mask/num_context"] = float(ctx_idx.shape[1])
+        metrics["mask/num_context"] = float(z.shape[1])
         metrics["mask/num_target"] = float(tgt_idx.shape[1] * tgt_idx.shape[2])
         # Collapse monitor: std of the teacher's (un-normalised-over-batch) features across the batch.
         pooled = y.float().mean(dim=1)  # (B, D)
@@ -92,6 +98,10 @@ class IJEPA(Method):
             metrics["collapse/target_erank"] = effective_rank(y.flatten(0, 1).detach())
             metrics["collapse/context_std"] = z.detach().float().mean(dim=1).std(dim=0).mean()
         return loss, metrics
+
+    def head_conditions(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        h, y, _, _ = self.head_inputs(images, generator)
+        return h, y
 
     def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return list(self.target_encoder.parameters()), list(self.encoder.parameters())

@@ -35,6 +35,7 @@ from pjepa.config import Config, dump_config
 from pjepa.data import ImageDataset, channel_stats, load_dataset, random_resized_crop_flip
 from pjepa.errors import ConfigError, PJepaError
 from pjepa.eval.features import extract_features
+from pjepa.eval.head_metrics import collect_pairs, head_metrics
 from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.methods import Method, build_method
 from pjepa.models import ema_update
@@ -56,6 +57,7 @@ class RunState:
     step: int = 0
     best_knn: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)  # periodic kNN results
+    wall_seconds: float = 0.0  # training wall time so far (periodic evaluation included), across resumes
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -259,6 +261,7 @@ class Trainer:
             "step": self.state.step,
             "best_knn": self.state.best_knn,
             "history": self.state.history,
+            "wall_seconds": self.state.wall_seconds,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
@@ -277,7 +280,8 @@ class Trainer:
         torch.set_rng_state(st["rng"]["torch"].cpu())
         if "cuda" in st["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(st["rng"]["cuda"].cpu(), self.device)
-        self.state = RunState(step=st["step"], best_knn=st["best_knn"], history=list(st["history"]))
+        self.state = RunState(step=st["step"], best_knn=st["best_knn"], history=list(st["history"]),
+                              wall_seconds=float(st.get("wall_seconds", 0.0)))
 
     # -- one step
 
@@ -302,6 +306,9 @@ class Trainer:
     def _step(self, step: int, x: torch.Tensor, mask_gen: torch.Generator, diagnostics: bool):
         momentum = self._set_schedules(step)
         mask_gen.manual_seed(stream_seed(self.cfg.train.seed, step, self.info.rank, "mask"))
+        # Heads draw their own noise (diffusion steps, flow-matching times) from the global RNG:
+        # reseeding it per step keeps a resumed run identical to an uninterrupted one.
+        torch.manual_seed(stream_seed(self.cfg.train.seed, step, self.info.rank, "head"))
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss, metrics = self.model(x, mask_gen, diagnostics)
         self.scaler.scale(loss).backward()
@@ -342,7 +349,7 @@ class Trainer:
         first_bad = torch.tensor(-1, device=self.device)  # step of the first non-finite loss
         bad_stats = torch.zeros(3, device=self.device)  # (loss, image mean, image std) of that step
         window_start, window_steps = time.perf_counter(), 0
-        t_start = time.perf_counter()
+        t_start, wall0 = time.perf_counter(), self.state.wall_seconds
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
                    desc="train", dynamic_ncols=True, mininterval=1.0)
         step, last = self.state.step, {}
@@ -371,7 +378,9 @@ class Trainer:
             img_s = window_steps * c.optim.batch_size / max(elapsed, 1e-9)
             row = {k: float(v) / counts[k] for k, v in sums.items()}
             last = {k: v for k, v in row.items() if k.startswith(("train/", "head/"))}
-            row.update(sched, epoch=step / self.batcher.steps_per_epoch, images_per_s=img_s)
+            self.state.wall_seconds = wall0 + time.perf_counter() - t_start
+            row.update(sched, epoch=step / self.batcher.steps_per_epoch, images_per_s=img_s,
+                       wall_seconds=self.state.wall_seconds)
             self.logger.log(step, row)
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", img_s=f"{img_s:.0f}")
             sums, counts, window_start, window_steps = {}, {}, time.perf_counter(), 0
@@ -395,8 +404,26 @@ class Trainer:
             self.logger.log(bad, {"error": msg})
             raise NonFiniteLossError(msg)
 
+    def _periodic_head_metrics(self) -> dict[str, float]:
+        """Shared head metrics (eval/head_metrics.py) on a fixed val subset, as ``headeval/*``."""
+        c = self.cfg
+        n = c.eval.periodic_head_subset
+        if n <= 0:
+            return {}
+        seed = stream_seed(c.train.seed, 0, 0, "head-eval-masks")
+        was_training = self.method.training
+        self.method.eval()
+        pairs = collect_pairs(self.method.head_conditions, self.val_set.images[:n], c.data.image_size, self.mean,
+                              self.std, self.device, seed, c.eval.batch_size, self.amp_dtype)
+        gen = torch.Generator(device=self.device).manual_seed(stream_seed(c.train.seed, 0, 0, "head-eval-samples"))
+        res = head_metrics(self.method.head, pairs, gen, num_samples=c.eval.head_samples,
+                           sample_tokens=c.eval.head_sample_tokens)
+        self.method.train(was_training)
+        return {f"headeval/{k}": v for k, v in res.items() if not k.endswith("tokens")}
+
     def _periodic_knn(self, step: int) -> dict[str, float]:
         res = self.knn(self.method.feature_encoder("target"), self.amp_dtype)
+        res.update(self._periodic_head_metrics())
         self.state.history.append({"step": step, **res})
         self.logger.log(step, res)
         print(f"\n[pjepa] step {step}: kNN@1 weighted {res['knn/top1_weighted']:.2f}% "
