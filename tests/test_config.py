@@ -6,21 +6,27 @@ import pytest
 
 from pjepa.config import Config, build_config, dump_config, load_config, load_yaml
 from pjepa.errors import ConfigError
+from pjepa.heads import build_head
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").rglob("*.yaml"))
+ROOT_CONFIGS = Path(__file__).resolve().parents[1].joinpath("configs")
+CONFIGS = sorted(ROOT_CONFIGS.rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.name))
-def test_every_shipped_config_loads(path):
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT_CONFIGS)))
+def test_every_shipped_config_loads_and_builds_its_head(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
     # A resolved config survives a dump/load round trip unchanged.
     assert build_config(__import__("yaml").safe_load(dump_config(cfg))) == cfg
+    # head.options are checked by the head itself: construct it (cheap; the encoders are not built)
+    build_head(cfg.head.name, cfg.model.pred_dim, cfg.model.embed_dim, **cfg.head.options)
 
 
 def test_shipped_presets_exist():
     names = {str(p.relative_to(p.parents[1])) if p.parent.name != "configs" else p.name for p in CONFIGS}
-    assert {"smoke.yaml", "cifar10/cpu.yaml", "tin100/deterministic.yaml"} <= names
+    heads = ["deterministic", "mdn", "autoregressive", "flow", "diffusion"]
+    assert {"smoke.yaml", "cifar10/cpu.yaml"} | {f"tin100/{h}.yaml" for h in heads} <= names
+    assert {f"cifar10/{h}.yaml" for h in heads if h != "deterministic"} <= names
 
 
 def test_overrides_win_and_are_typed():

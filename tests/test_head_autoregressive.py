@@ -22,15 +22,6 @@ DP = 4
 FAMILIES = ["gaussian", "logistic"]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one thread is far faster than two when the cores are shared (pytest -n 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_head(dim: int, std: float | None = 0.5, **options):
     """A head whose ActNorm was set from non-standard data, then (std) random non-trivial weights; eval mode."""
     torch.manual_seed(0)

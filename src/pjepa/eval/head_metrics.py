@@ -59,7 +59,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _tokens(pairs: list[tuple[torch.Tensor, torch.Tensor]], count: int) -> torch.Tensor:
+def token_rows(pairs: list[tuple[torch.Tensor, torch.Tensor]], count: int) -> torch.Tensor:
     """The conditions of whole images from ``pairs`` until ``count`` tokens, cut to (1, count, Dp) rows.
 
     Rows keep their image grouping (heads may attend across one image's tokens):
@@ -145,7 +145,7 @@ def head_metrics(
                 counts[k] = counts.get(k, 0) + rows * h.shape[1]
     out = {k: v / counts[k] for k, v in sums.items()}
     if pairs:
-        h_time = _tokens(pairs, time_tokens)  # (rows, T, Dp), rows * T >= time_tokens
+        h_time = token_rows(pairs, time_tokens)  # (rows, T, Dp), rows * T >= time_tokens
         seconds = sampling_seconds(head, h_time, generator)
         out["sample_seconds_per_1000"] = seconds * 1000 / (h_time.shape[0] * h_time.shape[1])
     out["tokens"] = float(counts.get("point_mse", 0))
