@@ -176,31 +176,3 @@ def test_bad_options_name_the_option(options, name):
         build_head("flow", DP, 4, **options)
 
 
-@pytest.mark.parametrize(
-    "options, D",
-    [
-        ({"objective": "flow_matching"}, 8),
-        ({"objective": "flow_matching", "solver": "euler", "ode_steps": 3}, 8),
-        ({"actnorm": False}, 8),
-        ({}, 1),
-        ({"objective": "flow_matching"}, 1),
-    ],
-)
-def test_contract_for_other_options(options, D, one_thread):
-    torch.manual_seed(0)
-    head = build_head("flow", DP, D, **options)
-    h = torch.randn(B, M, DP, requires_grad=True)
-    y = torch.randn(B, M, D)
-    loss, diag = head.loss(h, y)
-    assert loss.shape == () and torch.isfinite(loss)
-    assert all(not v.requires_grad for v in diag.values())
-    loss.backward()
-    assert h.grad is not None and h.grad.abs().sum() > 0
-    assert head.predict(h).shape == (B, M, D)
-    a = head.sample(h.detach(), 3, torch.Generator().manual_seed(1))
-    b = head.sample(h.detach(), 3, torch.Generator().manual_seed(1))
-    assert a.shape == (3, B, M, D) and torch.isfinite(a).all()
-    torch.testing.assert_close(a, b)
-    if head.has_log_prob:
-        lp = head.log_prob(h, y)
-        assert lp.shape == (B, M) and torch.isfinite(lp).all()

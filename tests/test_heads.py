@@ -10,22 +10,39 @@ from pjepa.heads.deterministic import covariance_loss, variance_loss
 B, M, DP, D = 3, 5, 16, 8
 
 
-@pytest.fixture(params=HEADS.names())
-def head(request):
+# Every registered head at its defaults, plus the option sets that change its code path.
+VARIANTS = [(name, {}, D) for name in HEADS.names()] + [
+    ("flow", {"objective": "flow_matching"}, D),
+    ("flow", {"objective": "flow_matching", "solver": "euler", "ode_steps": 3}, D),
+    ("flow", {"actnorm": False}, D),
+    ("flow", {}, 1),  # one coordinate: every coupling is an h-dependent affine map
+    ("flow", {"objective": "flow_matching"}, 1),
+    ("autoregressive", {"family": "logistic"}, D),
+    ("autoregressive", {"actnorm": False}, 1),
+    ("mdn", {"components": 1, "hidden": 8}, D),
+    ("diffusion", {"attention": True, "width": 16, "num_heads": 2, "sample_steps": 4}, D),
+]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}-{v[2]}d" + "".join(f"-{k}={x}" for k, x in v[1].items()))
+def head(request, one_thread):
+    name, options, dim = request.param
     torch.manual_seed(0)
-    return build_head(request.param, DP, D)
+    return build_head(name, DP, dim, **options)
 
 
 def test_contract_shapes_finiteness_gradients(head):
+    E = head.embed_dim
     h = torch.randn(B, M, DP, requires_grad=True)
-    y = torch.randn(B, M, D)
+    y = torch.randn(B, M, E)
     loss, diag = head.loss(h, y)
     assert loss.shape == () and torch.isfinite(loss)
     assert all(not v.requires_grad for v in diag.values())
     loss.backward()
     assert h.grad is not None and h.grad.abs().sum() > 0  # the loss reaches the trunk
-    assert head.predict(h).shape == (B, M, D)
-    assert head.sample(h.detach(), 4).shape == (4, B, M, D)
+    assert head.predict(h).shape == (B, M, E)
+    s = head.sample(h.detach(), 4)
+    assert s.shape == (4, B, M, E) and torch.isfinite(s).all()
 
 
 def test_contract_sampling_is_reproducible(head):
@@ -36,7 +53,7 @@ def test_contract_sampling_is_reproducible(head):
 
 
 def test_contract_log_prob_only_where_exact(head):
-    h, y = torch.randn(B, M, DP), torch.randn(B, M, D)
+    h, y = torch.randn(B, M, DP), torch.randn(B, M, head.embed_dim)
     if head.has_log_prob:
         lp = head.log_prob(h, y)
         assert lp.shape == (B, M) and torch.isfinite(lp).all()
