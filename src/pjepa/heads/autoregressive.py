@@ -32,8 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pjepa.errors import ConfigError
-from pjepa.heads.base import Diagnostics, PredictorHead, full_precision
+from pjepa.heads.base import Diagnostics, PredictorHead, check_option, full_precision, is_count, mixture_entropy
 from pjepa.heads.layers import ActNorm, FiLM
 from pjepa.heads.registry import HEADS
 
@@ -68,15 +67,6 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.masked_weight(), self.bias)
 
 
-def _check(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"head.options.{name}={value!r}: {allowed}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 @HEADS.register("autoregressive")
 class AutoregressiveHead(PredictorHead):
     """Conditional MADE with mixture-of-K conditionals per coordinate (see module docstring).
@@ -104,13 +94,13 @@ class AutoregressiveHead(PredictorHead):
         actnorm: bool = True,
     ) -> None:
         super().__init__(cond_dim, embed_dim)
-        _check(_is_int(hidden) and hidden >= 1, "hidden", hidden, "must be an integer >= 1")
-        _check(_is_int(depth) and depth >= 1, "depth", depth, "must be an integer >= 1 (masked hidden layers)")
-        _check(_is_int(components) and components >= 1, "components", components, "must be an integer >= 1")
-        _check(family in FAMILIES, "family", family, "choose gaussian or logistic")
-        _check(isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool) and min_scale > 0,
-               "min_scale", min_scale, "must be a number > 0")
-        _check(isinstance(actnorm, bool), "actnorm", actnorm, "must be true or false")
+        check_option(is_count(hidden), "hidden", hidden, "must be an integer >= 1")
+        check_option(is_count(depth), "depth", depth, "must be an integer >= 1 (masked hidden layers)")
+        check_option(is_count(components), "components", components, "must be an integer >= 1")
+        check_option(family in FAMILIES, "family", family, "choose gaussian or logistic")
+        check_option(isinstance(min_scale, (int, float)) and not isinstance(min_scale, bool) and min_scale > 0,
+                     "min_scale", min_scale, "must be a number > 0")
+        check_option(isinstance(actnorm, bool), "actnorm", actnorm, "must be true or false")
         self.hidden, self.depth, self.components = hidden, depth, components
         self.family, self.min_scale = family, float(min_scale)
         self.actnorm = ActNorm(embed_dim) if actnorm else None
@@ -195,8 +185,7 @@ class AutoregressiveHead(PredictorHead):
             lp, logits, scale = self._log_prob_terms(h, y)
             nll = -lp.mean() / self.embed_dim  # per dimension: comparable across D
             with torch.no_grad():
-                logw = F.log_softmax(logits, dim=-1)  # (T, D, K)
-                entropy = -(logw.exp() * logw).sum(-1)  # (T, D)
+                entropy = mixture_entropy(F.log_softmax(logits, dim=-1))  # (T, D)
                 diag: Diagnostics = {
                     "nll": nll.detach(),
                     "effective_components": entropy.exp().mean(),

@@ -28,6 +28,22 @@ def full_precision(t: torch.Tensor) -> AbstractContextManager:
     return torch.autocast(device_type=t.device.type, enabled=False)
 
 
+def check_option(ok: bool, name: str, value: object, allowed: str) -> None:
+    """Unless ``ok``, raise a ConfigError naming ``head.options.<name>``, its value and what is allowed."""
+    if not ok:
+        raise ConfigError(f"head.options.{name}={value!r}: {allowed}")
+
+
+def is_count(value: object) -> bool:
+    """An integer >= 1 (booleans excluded: YAML ``true`` is not a layer count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def mixture_entropy(log_pi: torch.Tensor) -> torch.Tensor:
+    """(..., K) normalised log weights -> (...,) entropy in nats; exp() of it is the effective K."""
+    return -(log_pi.exp() * log_pi).sum(-1)
+
+
 class PredictorHead(nn.Module, ABC):
     """Base class of every registered head.
 

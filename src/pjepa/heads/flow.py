@@ -38,8 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pjepa.errors import ConfigError
-from pjepa.heads.base import Diagnostics, PredictorHead, full_precision
+from pjepa.heads.base import Diagnostics, PredictorHead, check_option, full_precision, is_count
 from pjepa.heads.layers import ActNorm, ResidualMLPBlock, sinusoidal_embedding
 from pjepa.heads.registry import HEADS
 
@@ -177,15 +176,12 @@ class VelocityField(nn.Module):
 
 def _validate(objective: str, layers: int, hidden: int, scale_clamp: float, ode_steps: int, solver: str,
               fm_blocks: int) -> None:
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"head.options.objective={objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    if solver not in SOLVERS:
-        raise ConfigError(f"head.options.solver={solver!r}: choose one of {', '.join(SOLVERS)}")
+    check_option(objective in OBJECTIVES, "objective", objective, f"choose one of {', '.join(OBJECTIVES)}")
+    check_option(solver in SOLVERS, "solver", solver, f"choose one of {', '.join(SOLVERS)}")
     for name, value in (("layers", layers), ("hidden", hidden), ("ode_steps", ode_steps), ("fm_blocks", fm_blocks)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"head.options.{name}={value!r}: must be an integer >= 1")
-    if isinstance(scale_clamp, bool) or not isinstance(scale_clamp, (int, float)) or not scale_clamp > 0:
-        raise ConfigError(f"head.options.scale_clamp={scale_clamp!r}: must be a number > 0")
+        check_option(is_count(value), name, value, "must be an integer >= 1")
+    check_option(not isinstance(scale_clamp, bool) and isinstance(scale_clamp, (int, float)) and scale_clamp > 0,
+                 "scale_clamp", scale_clamp, "must be a number > 0")
 
 
 @HEADS.register("flow")
