@@ -44,7 +44,7 @@ def make_trainer(preset: str, batch: int, args: argparse.Namespace, layout: str,
         f"data.options={{image_size: {size}, num_train: {max(4 * batch, 512)}, num_val: 64}}",
         f"optim.batch_size={batch}", "train.progress=false", "train.eval_every=0",
         f"train.precision={args.precision}", f"train.compile={str(args.compile).lower()}",
-        f"model.pred_layout={layout}", f"train.device={args.device}", "train.max_steps=100000",
+        f"model.predictor.layout={layout}", f"train.device={args.device}", "train.max_steps=100000",
     ]
     return Trainer(load_config(ROOT / PRESETS[preset], overrides), tmp / f"{preset}-{layout}")
 

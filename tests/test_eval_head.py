@@ -9,7 +9,7 @@ from conftest import SMOKE, TINY, run_cli
 from pjepa.config import load_config
 from pjepa.eval.head_metrics import head_metrics
 from pjepa.heads import build_head
-from pjepa.train.logging import read_metrics
+from pjepa.runs.metrics import read_metrics
 from pjepa.train.loop import train
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pjepa.errors import CheckpointError
-from pjepa.train import state_io
-from pjepa.train.state_io import atomic_write_bytes, load_tree, save_tree
+from pjepa.runs import state_io
+from pjepa.runs.state_io import atomic_write_bytes, load_tree, save_tree
 
 
 def _assert_same(a, b) -> None:

@@ -13,9 +13,9 @@ import torch
 
 from conftest import ROOT, SMOKE, TINY, run_cli
 from pjepa.config import load_config
-from pjepa.eval.run_knn import evaluate_knn
-from pjepa.train.checkpoint import load_checkpoint
-from pjepa.train.logging import read_metrics
+from pjepa.eval.protocols.knn import evaluate_knn
+from pjepa.runs.checkpoint import load_checkpoint
+from pjepa.runs.metrics import read_metrics
 from pjepa.train.loop import NonFiniteLossError, train
 
 
@@ -53,7 +53,8 @@ def test_eval_knn_writes_the_result_file_and_baselines(tmp_path):
     saved = json.loads((run / "eval" / "knn.json").read_text())
     for key in ("top1", "k", "temperature", "vote", "encoder", "dataset", "split", "n_train", "n_eval", "step"):
         assert key in saved, key
-    assert saved["n_train"] == 128 and saved["n_eval"] == 64 and saved["step"] == 8 and saved["k"] == 5
+    # the bank is train minus the validation carve: 4 classes x round(0.1 * 32) = 12 held out
+    assert saved["n_train"] == 116 and saved["n_eval"] == 64 and saved["step"] == 8 and saved["k"] == 5
     assert 0.0 <= r["top1"] <= 100.0
     rnd = evaluate_knn(run, baseline="random-init", progress=False)
     pix = evaluate_knn(run, baseline="pixels", progress=False)
@@ -64,12 +65,12 @@ def test_eval_knn_writes_the_result_file_and_baselines(tmp_path):
 KILL_AT = """
 import os, signal, sys
 import pjepa.train.loop as loop
-original = loop.Trainer._step
+original = loop.Trainer.train_step
 def step(self, s, *a, **k):
     if s == int(os.environ["KILL_AT_STEP"]):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(self, s, *a, **k)
-loop.Trainer._step = step
+loop.Trainer.train_step = step
 from pjepa.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -101,8 +102,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     calls = {"n": 0}
     original = DeterministicHead.loss
 
-    def poisoned(self, h, y):
-        loss, diag = original(self, h, y)
+    def poisoned(self, h, y, generator=None):
+        loss, diag = original(self, h, y, generator)
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] == 7 else loss), diag
 
@@ -146,16 +147,16 @@ def test_logged_metrics_are_window_means(tmp_path, monkeypatch):
     """Per-step metrics are averaged over the window; diagnostics over the steps that have them."""
     from pjepa.methods.ijepa import IJEPA
 
-    original = IJEPA.forward
+    original = IJEPA.training_step
 
-    def forward(self, images, generator, diagnostics=False):
-        loss, metrics = original(self, images, generator, diagnostics)
-        metrics["probe/every_step"] = 3.0
-        if diagnostics:
-            metrics["probe/diagnostic"] = 7.0
-        return loss, metrics
+    def training_step(self, batch):
+        out = original(self, batch)
+        out.metrics["probe/every_step"] = 3.0
+        if batch.diagnostics:
+            out.metrics["probe/diagnostic"] = 7.0
+        return out
 
-    monkeypatch.setattr(IJEPA, "forward", forward)
+    monkeypatch.setattr(IJEPA, "training_step", training_step)
     run = tmp_path / "run"
     train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.log_every=4"]), run)
     rows = [r for r in read_metrics(run) if "train/loss" in r]
@@ -166,14 +167,14 @@ def test_logged_metrics_are_window_means(tmp_path, monkeypatch):
 def test_ctrl_c_saves_last_checkpoint_before_exiting(tmp_path, monkeypatch):
     import pjepa.train.loop as loop
 
-    original = loop.Trainer._step
+    original = loop.Trainer.train_step
 
     def step(self, s, *a, **k):
         if s == 5:
             raise KeyboardInterrupt
         return original(self, s, *a, **k)
 
-    monkeypatch.setattr(loop.Trainer, "_step", step)
+    monkeypatch.setattr(loop.Trainer, "train_step", step)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4"]), run)
@@ -207,7 +208,7 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
 
 def test_pretraining_on_an_unlabelled_split_needs_a_labelled_bank(tmp_path, monkeypatch):
     """STL-10 style: pretrain on 'unlabeled', use a labelled split as the kNN bank."""
-    import pjepa.train.loop as loop
+    import pjepa.data
     from pjepa.data import load_dataset as real_load
     from pjepa.errors import ConfigError
 
@@ -218,7 +219,7 @@ def test_pretraining_on_an_unlabelled_split_needs_a_labelled_bank(tmp_path, monk
             ds.split = "unlabeled"
         return ds
 
-    monkeypatch.setattr(loop, "load_dataset", load)
+    monkeypatch.setattr(pjepa.data, "load_dataset", load)
     base = TINY + ["data.train_split=unlabeled", "train.max_steps=4"]
     with pytest.raises(ConfigError, match="data.bank_split"):
         train(load_config(SMOKE, base), tmp_path / "a")

@@ -10,6 +10,7 @@ rejected with the key and the value in the message.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import types
 import typing
@@ -24,14 +25,23 @@ from pjepa.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """Which images, how they are split and augmented."""
+    """Which images, how they are split and augmented.
+
+    Splits: ``train_split`` is pretrained on; ``val_fraction`` of the labelled
+    bank split (``bank_split``, default ``train_split``) is carved out, seeded and
+    class-balanced, as the *validation* split: left out of pretraining and of the
+    kNN bank, it is what periodic evaluation, ``checkpoints/best`` and every
+    choice made from a number look at. ``eval_split`` is the split tables report
+    (CIFAR ``test``, Tiny ImageNet ``val``), read once by ``pjepa eval``.
+    """
 
     name: str = "synthetic"  # a registered dataset: see `pjepa.data.DATASETS`
-    path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; None = built-in / download
+    path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
     train_split: str = "train"
-    val_split: str = "val"  # queries of the kNN evaluation
+    eval_split: str = "val"  # the reported split: queries of `pjepa eval`
+    val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
     bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
-    options: dict[str, Any] = field(default_factory=dict)  # loader-specific (e.g. num_classes)
+    options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
@@ -40,41 +50,59 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
-    """ViT encoder and narrow predictor trunk."""
+class EncoderConfig:
+    """The ViT encoder (context encoder; the target encoder is its EMA copy)."""
 
     patch_size: int = 4
     embed_dim: int = 192
     depth: int = 6
     num_heads: int = 3
     mlp_ratio: float = 4.0
-    pred_dim: int = 96
-    pred_depth: int = 4
-    pred_num_heads: int = 4
+
+
+@dataclass
+class PredictorConfig:
+    """The narrow predictor trunk (I-JEPA) that conditions the head."""
+
+    embed_dim: int = 96
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
     # "joint": one pass for all target blocks with a block attention mask;
     # "per_block": the official layout, the context repeated once per block.
-    pred_layout: Literal["joint", "per_block"] = "joint"
+    layout: Literal["joint", "per_block"] = "joint"
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes, one subsection per network."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
 
 
 @dataclass
 class MaskConfig:
-    """I-JEPA multi-block masking (scales are fractions of the patch grid)."""
+    """The mask sampler: ``multiblock`` (I-JEPA) or ``random`` (MAE); options are the sampler's own."""
 
-    num_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    context_aspect: tuple[float, float] = (1.0, 1.0)
-    min_context: int = 8
-    num_candidates: int = 4  # target layouts drawn per sample to equalise context counts
+    name: str = "multiblock"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodConfig:
+    """The method the loop trains (``ijepa``; N-JEPA and MAE later) and its own options."""
+
+    name: str = "ijepa"
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class HeadConfig:
     """The predictor head: models p(y | h) of each target token.
 
-    ``options`` are the head's own constructor arguments, checked by the head
-    (e.g. deterministic: loss, align_weight, var_weight, cov_weight).
+    ``options`` are the head's own constructor arguments (e.g. deterministic:
+    loss, align_weight, var_weight, cov_weight), checked when the config is built.
     """
 
     name: str = "deterministic"
@@ -102,7 +130,6 @@ class OptimConfig:
 class TrainConfig:
     """The loop: duration, EMA, precision, logging, evaluation and checkpoints."""
 
-    method: str = "ijepa"
     epochs: float = 10.0
     max_steps: int = 0  # > 0 overrides `epochs`
     time_limit_min: float = 0.0  # > 0: stop (and checkpoint) after this many minutes of training
@@ -113,7 +140,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 20
-    eval_every: int = 500  # periodic kNN; 0 disables
+    eval_every: int = 500  # periodic evaluation on the validation split; 0 disables
     ckpt_every: int = 500
     num_threads: int = 0  # CPU intra-op threads; 0 = torch default
     progress: bool = True
@@ -127,7 +154,7 @@ class EvalConfig:
     temperature: float = 0.07
     batch_size: int = 512  # feature extraction batch
     periodic_train_subset: int = 5000  # bank size of the periodic kNN during training
-    periodic_val_subset: int = 1000  # queries of the periodic kNN during training
+    periodic_val_subset: int = 1000  # validation queries of the periodic kNN during training
     periodic_head_subset: int = 256  # val images for the head metrics logged with each periodic kNN (0 = off)
     head_samples: int = 8  # draws per token for the head metrics' sample spread
     head_sample_tokens: int = 1024  # target tokens the periodic head metrics draw samples for
@@ -138,10 +165,38 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+#: Sections that name a plug-in: switching ``name`` starts from that plug-in's
+#: defaults (these keys of the old plug-in are dropped, not carried over).
+PLUGIN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("options", "path"),
+    "mask": ("options",),
+    "method": ("options",),
+    "head": ("options",),
+}
+
+#: Keys of earlier releases and where they live now (pre-0.2 run directories are migrated).
+MOVED_KEYS: dict[str, str] = {
+    "train.method": "method.name",
+    "data.val_split": "data.eval_split",
+    "model.patch_size": "model.encoder.patch_size",
+    "model.embed_dim": "model.encoder.embed_dim",
+    "model.depth": "model.encoder.depth",
+    "model.num_heads": "model.encoder.num_heads",
+    "model.mlp_ratio": "model.encoder.mlp_ratio",
+    "model.pred_dim": "model.predictor.embed_dim",
+    "model.pred_depth": "model.predictor.depth",
+    "model.pred_num_heads": "model.predictor.num_heads",
+    "model.pred_layout": "model.predictor.layout",
+}
+MASK_OPTION_KEYS = ("num_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
+                    "min_context", "num_candidates")
 
 
 # --------------------------------------------------------------------------- coercion
@@ -176,7 +231,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list")
         return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} must be a mapping")
         return dict(value)
@@ -220,11 +275,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
+        key = f"{prefix + '.' if prefix else ''}{unknown[0]!s}"
+        if key in MOVED_KEYS:
+            raise ConfigError(f"config key {key} moved to {MOVED_KEYS[key]}; write {MOVED_KEYS[key]}=... instead")
         where = prefix or "the top level"
-        raise ConfigError(
-            f"unknown config key {prefix + '.' if prefix else ''}{unknown[0]!s} "
-            f"(valid keys at {where}: {', '.join(names)})"
-        )
+        raise ConfigError(f"unknown config key {key} (valid keys at {where}: {', '.join(names)})")
     kwargs = {}
     for name in names:
         if name not in data:
@@ -241,51 +296,108 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``update`` laid over ``base`` (both nested mappings), for base chains and overrides.
+
+    Two rules make presets compose:
+    - switching a plug-in (``head.name``, ``method.name``, ``mask.name``,
+      ``data.name``) to another one drops the old plug-in's ``options`` (and
+      ``data.path``): the new one starts from its own defaults;
+    - an empty mapping replaces instead of merging, so ``head.options={}``
+      clears every option inherited from a base.
+    """
     out = dict(base)
+    plugin_keys = PLUGIN_SECTIONS.get(prefix, ())
+    if plugin_keys and "name" in update and update["name"] != base.get("name"):
+        for key in plugin_keys:
+            out.pop(key, None)
     for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+        if isinstance(v, dict) and v and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v, f"{prefix}.{k}" if prefix else k)
         else:
             out[k] = v
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config YAML, following its optional ``base:`` chain (relative paths)."""
+def _safe_load(text: str, where: str) -> Any:
+    """``yaml.safe_load`` whose syntax errors name the file (or override) and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"YAML syntax error in {where}{line} {problem}") from None
+
+
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config YAML, following its optional ``base:`` chain (paths relative to the file)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist (pass an existing YAML to --config)")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"config file {path} does not exist (pass an existing YAML or a preset name to --config; "
+                          "`pjepa presets` lists the presets)")
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, resolved))
+        raise ConfigError(f"base: cycle in config files: {cycle}")
+    data = _safe_load(path.read_text(), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     base = data.pop("base", None)
     if base is not None:
-        data = _deep_merge(load_yaml(path.parent / base), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"base: in {path} must be a file name, got {base!r}")
+        data = merge(load_yaml(path.parent / base, (*_chain, resolved)), data)
     return data
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Turn ``["optim.lr=1e-3", "data.path=[a,b]"]`` into a nested mapping."""
+    """Turn ``["optim.lr=1e-3", "data.path=[a,b]"]`` into a nested mapping (later overrides win)."""
     nested: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
-        node = nested
+        value = _safe_load(raw, f"override {item!r}") if raw != "" else None
+        update: dict[str, Any] = {}
+        node = update
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override of {part}")
         node[parts[-1]] = value
+        nested = merge(nested, update)
     return nested
 
 
+def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping of pjepa 0.1 (``train.method``, flat ``model``/``mask`` keys, ``data.val_split``)
+    rewritten in today's layout. Old runs validated on their reported split: ``val_fraction`` becomes 0."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_KEYS.items():
+        sec, key = old.split(".")
+        if key not in data.get(sec, {}):
+            continue
+        value = data[sec].pop(key)
+        node = data
+        for part in new.split(".")[:-1]:
+            node = node.setdefault(part, {})
+        node[new.split(".")[-1]] = value
+        if old == "data.val_split":
+            data["data"].setdefault("val_fraction", 0.0)
+    mask = data.get("mask", {})
+    flat = {k: mask.pop(k) for k in MASK_OPTION_KEYS if k in mask}
+    if flat:
+        mask.setdefault("options", {}).update(flat)
+    return data
+
+
 def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
-    """Schema defaults <- ``data`` <- dotted ``overrides``, validated."""
-    merged = _deep_merge(data or {}, parse_overrides(overrides or []))
+    """Schema defaults <- ``data`` <- dotted ``overrides``, coerced to the schema's types.
+
+    Values are typed here; ranges, cross-field rules and plug-in options are
+    checked by ``pjepa.checks.check_config`` (which needs the registries).
+    """
+    merged = merge(data or {}, parse_overrides(overrides or []))
     return _build(Config, merged, "")
 
 
@@ -307,4 +419,4 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)

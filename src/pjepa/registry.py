@@ -6,7 +6,10 @@ modules of its package, and ``get`` names the valid choices when a lookup fails.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from pjepa.errors import ConfigError
 
@@ -45,3 +48,29 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One declared option of a plug-in: its type hint (``Any`` when unannotated) and default."""
+
+    type: Any
+    default: Any
+
+
+def declared_options(obj: Callable[..., Any], skip: int) -> dict[str, Option]:
+    """The options a plug-in declares: the parameters of ``obj`` after its first ``skip`` ones.
+
+    A plug-in (head, method, mask sampler, dataset loader) declares its options
+    by its signature: a name, a type annotation and a default each. ``skip``
+    drops what the framework passes itself (a head's ``cond_dim, embed_dim``, a
+    loader's ``split, path``). Options without a default are required.
+    """
+    fn = obj.__init__ if inspect.isclass(obj) else obj
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    params = [p for p in params[skip:] if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):  # an annotation that cannot be resolved: check names only
+        hints = {}
+    return {p.name: Option(hints.get(p.name, Any), p.default) for p in params}

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from pjepa.data import cifar, imagefolder, npz, stl10, synthetic, tiny_imagenet  # noqa: F401  (register)
 from pjepa.data.base import ImageDataset
 from pjepa.data.registry import DATASETS
+from pjepa.data.splits import Splits, carve_validation, load_splits, splits_for
 from pjepa.data.transforms import channel_stats, random_resized_crop_flip, resize_normalize
 from pjepa.errors import DataError
 
@@ -24,10 +25,15 @@ __all__ = [
     "DATASETS",
     "ImageDataset",
     "channel_stats",
+    "Splits",
+    "carve_validation",
     "dataset_options",
+    "expand_data_path",
+    "load_splits",
     "load_dataset",
     "random_resized_crop_flip",
     "resize_normalize",
+    "splits_for",
 ]
 
 
@@ -59,4 +65,25 @@ def load_dataset(
         )
     if not isinstance(split, str) or not split:
         raise DataError(f"split must be a non-empty string like 'train', got {split!r}")
-    return loader(split, path, **options)
+    return loader(split, expand_data_path(path), **options)
+
+
+def _expand(p: str | os.PathLike) -> str | os.PathLike:
+    if not isinstance(p, str) or "PJEPA_DATA" not in p:
+        return p
+    if not os.environ.get("PJEPA_DATA"):
+        raise DataError(
+            f"data.path={p!r} uses $PJEPA_DATA, which is not set: export PJEPA_DATA=<the folder holding the "
+            "dataset files> (in this repository: ../shared/data), or pass data.path=<file or glob>"
+        )
+    return os.path.expandvars(p)
+
+
+def expand_data_path(
+    path: str | os.PathLike | Sequence[str | os.PathLike] | None,
+) -> str | os.PathLike | list[str | os.PathLike] | None:
+    """``path`` with ``$PJEPA_DATA`` / ``${PJEPA_DATA}`` replaced by that variable (the shipped presets'
+    data location); a DataError saying what to set when it is used but unset."""
+    if path is None or isinstance(path, (str, os.PathLike)):
+        return None if path is None else _expand(path)
+    return [_expand(p) for p in path]

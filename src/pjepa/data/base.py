@@ -35,3 +35,7 @@ class ImageDataset:
     @property
     def image_size(self) -> int:
         return int(self.images.shape[-1])
+
+    def subset(self, idx: torch.Tensor, split: str) -> "ImageDataset":
+        """The images at ``idx`` (int64 (K,)) as a dataset named ``split``."""
+        return ImageDataset(self.images[idx], self.labels[idx], self.class_names, self.name, split)

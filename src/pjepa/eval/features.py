@@ -26,8 +26,10 @@ def extract_features(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "features",
+    layers: int = 1,
 ) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, D) float32 on CPU: mean over the encoder's output tokens."""
+    """(N, 3, H, W) uint8 -> (N, layers * D) float32 on CPU: the mean over output tokens of each of the
+    encoder's last ``layers`` layers, concatenated (1: the last layer, the kNN default)."""
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -36,8 +38,11 @@ def extract_features(
         x = images[start : start + batch_size].to(device, non_blocking=True)
         x = resize_normalize(x, image_size, mean.to(device), std.to(device))
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            tokens = encoder(x)  # (b, N, D)
-        out.append(tokens.float().mean(dim=1).cpu())
+            if layers == 1:
+                pooled = encoder(x).float().mean(dim=1)  # (b, D)
+            else:
+                pooled = torch.cat([t.float().mean(dim=1) for t in encoder.intermediate_layers(x, layers)], dim=1)
+        out.append(pooled.cpu())
     encoder.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0)
 

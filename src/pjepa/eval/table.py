@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pjepa.errors import CheckpointError
-from pjepa.train.logging import read_metrics
+from pjepa.runs import Run
 
 COLUMNS = [
     "run", "method", "head", "epochs", "steps", "batch", "lr", "wall_min",
@@ -26,21 +22,14 @@ COLUMNS = [
 ]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _budget(run: Path) -> dict[str, Any]:
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run} is not a pjepa run directory (no config.yaml)")
-    cfg = yaml.safe_load(cfg_path.read_text())
-    rows = [r for r in read_metrics(run) if "train/loss" in r]
+def _budget(run: Run) -> dict[str, Any]:
+    cfg = run.config
+    rows = [r for r in run.metrics() if "train/loss" in r]
     last = rows[-1] if rows else {}
     return {
-        "method": cfg["train"]["method"], "head": cfg["head"]["name"],
+        "method": cfg.method.name, "head": cfg.head.name,
         "epochs": round(last.get("epoch", 0.0), 2), "steps": last.get("step", 0),
-        "batch": cfg["optim"]["batch_size"], "lr": cfg["optim"]["lr"],
+        "batch": cfg.optim.batch_size, "lr": cfg.optim.lr,
         "wall_min": round(last["wall_seconds"] / 60, 1) if "wall_seconds" in last else None,
     }
 
@@ -61,11 +50,11 @@ def _head_cells(res: dict[str, Any] | None) -> dict[str, Any]:
 def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
     """One row per run, then one per baseline (random-init, pixels) found in the first run that has it."""
     rows, baselines = [], {}
-    for run in map(Path, runs):
-        knn = _read_json(run / "eval" / "knn.json")
-        rows.append({"run": run.name, **_budget(run), **_knn_cells(knn), **_head_cells(_read_json(run / "eval" / "head.json"))})
+    for run in map(Run, runs):
+        knn = run.eval_result("knn")
+        rows.append({"run": run.name, **_budget(run), **_knn_cells(knn), **_head_cells(run.eval_result("head"))})
         for name in ("random_init", "pixels"):
-            res = _read_json(run / "eval" / f"knn_{name}.json")
+            res = run.eval_result(f"knn_{name}")
             if res is not None and name not in baselines:
                 baselines[name] = {"run": f"({name.replace('_', '-')}, {run.name})", "method": "baseline",
                                    "head": name.replace("_", "-"), **_knn_cells(res)}

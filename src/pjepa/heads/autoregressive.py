@@ -49,7 +49,7 @@ def hidden_degrees(hidden: int, dim: int) -> torch.Tensor:
     A unit of degree m sees y coordinates 1..m (0: only ``h``). Sorted, so the
     units of one degree are a contiguous slice, which the sequential samplers use.
     """
-    return torch.arange(hidden) * dim // hidden
+    return torch.arange(hidden, device="cpu") * dim // hidden  # CPU bookkeeping, also when built on "meta"
 
 
 class MaskedLinear(nn.Linear):
@@ -108,10 +108,10 @@ class AutoregressiveHead(PredictorHead):
 
     def _build(self, cond_dim: int, dim: int, hidden: int, depth: int, k: int) -> None:
         deg = hidden_degrees(hidden, dim)  # (H,)
-        inp = torch.arange(1, dim + 1)  # (D,) input degrees 1..D
+        inp = torch.arange(1, dim + 1, device="cpu")  # (D,) input degrees 1..D
         out = inp.repeat_interleave(3 * k)  # (D*3K,) row d*3K + p belongs to coordinate d+1
         # units of degree m: the slice starts[m]:starts[m+1] (a Python list: no device syncs when sampling)
-        self.starts: list[int] = torch.searchsorted(deg, torch.arange(dim + 1)).tolist()  # D+1 entries
+        self.starts: list[int] = torch.searchsorted(deg, torch.arange(dim + 1, device="cpu")).tolist()  # D+1 entries
         self.layers = nn.ModuleList(
             [MaskedLinear(dim, hidden, deg[:, None] >= inp[None, :])]
             + [MaskedLinear(hidden, hidden, deg[:, None] >= deg[None, :]) for _ in range(depth - 1)]
@@ -180,7 +180,9 @@ class AutoregressiveHead(PredictorHead):
             lp, _, _ = self._log_prob_terms(h, y)
         return lp.view(h.shape[:-1])  # (B, M)
 
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
         with full_precision(h):
             lp, logits, scale = self._log_prob_terms(h, y)
             nll = -lp.mean() / self.embed_dim  # per dimension: comparable across D

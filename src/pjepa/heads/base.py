@@ -61,8 +61,15 @@ class PredictorHead(nn.Module, ABC):
         self.embed_dim = embed_dim
 
     @abstractmethod
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
-        """(B, M, Dp) conditions, (B, M, D) targets -> (scalar loss, detached diagnostics)."""
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        """(B, M, Dp) conditions, (B, M, D) targets -> (scalar loss, detached diagnostics).
+
+        Heads whose loss is stochastic (diffusion steps, flow-matching times)
+        draw from ``generator`` (on h's device; the loop passes the step's
+        noise generator) so a step repeats exactly on resume.
+        """
 
     @abstractmethod
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -59,7 +59,9 @@ class DeterministicHead(PredictorHead):
     def predict(self, h: torch.Tensor) -> torch.Tensor:
         return self.proj(h)  # (B, M, D)
 
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
         pred = self.predict(h).float()  # (B, M, D); regularisers in fp32
         y = y.float()
         fn = F.smooth_l1_loss if self.loss_name == "smooth_l1" else F.mse_loss

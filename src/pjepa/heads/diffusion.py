@@ -122,11 +122,13 @@ class DiffusionHead(PredictorHead):
             raise ConfigError(f"head.options.sample_steps={steps}: choose 1..timesteps ({self.T}); 50 or 25 (fast)")
         return steps
 
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
         with full_precision(h):
             h, y = h.float(), y.float()
-            t = torch.randint(0, self.T, y.shape[:-1], device=y.device)  # (B, M)
-            eps = torch.randn_like(y)
+            t = torch.randint(0, self.T, y.shape[:-1], generator=generator, device=y.device)  # (B, M)
+            eps = torch.randn(y.shape, generator=generator, device=y.device)
             ab = self.abar[t].unsqueeze(-1)  # (B, M, 1)
             x_t = ab.sqrt() * y + (1 - ab).sqrt() * eps
             eps_hat = self.net(x_t, t, h)

@@ -52,7 +52,7 @@ def coupling_split(dim: int, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
     For dim == 1 one side would be empty; then the single coordinate always
     changes, conditioned on h alone (every layer is an h-dependent affine map).
     """
-    idx = torch.arange(dim)
+    idx = torch.arange(dim, device="cpu")  # index bookkeeping: on the CPU even when built on "meta"
     change = idx[idx % 2 == parity]
     if change.numel() == 0:
         change = idx
@@ -231,10 +231,12 @@ class FlowHead(PredictorHead):
         return nll, diag
 
     # ---- flow matching ---------------------------------------------------------------------
-    def _fm_loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    def _fm_loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, Diagnostics]:
         y = y.float()
-        x0 = torch.randn_like(y)  # (B, M, D)
-        t = torch.rand(y.shape[:-1], device=y.device)  # (B, M)
+        x0 = torch.randn(y.shape, generator=generator, device=y.device)  # (B, M, D)
+        t = torch.rand(y.shape[:-1], generator=generator, device=y.device)  # (B, M)
         xt = (1 - t.unsqueeze(-1)) * x0 + t.unsqueeze(-1) * y
         v = self.field(xt, t, h)  # (B, M, D)
         mse = F.mse_loss(v.float(), y - x0)
@@ -253,8 +255,10 @@ class FlowHead(PredictorHead):
         return x
 
     # ---- interface -------------------------------------------------------------------------
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
-        return self._nll_loss(h, y) if self.has_log_prob else self._fm_loss(h, y)
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
+        return self._nll_loss(h, y) if self.has_log_prob else self._fm_loss(h, y, generator)
 
     @torch.no_grad()
     def sample(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -70,7 +70,9 @@ class MixtureDensityHead(PredictorHead):
     def log_prob(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._log_prob(*self.params(h), y)
 
-    def loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, Diagnostics]:
+    def loss(
+        self, h: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, Diagnostics]:
         log_pi, mu, sigma = self.params(h)
         nll = -self._log_prob(log_pi, mu, sigma, y).mean() / self.embed_dim
         log_var = 2 * sigma.log()

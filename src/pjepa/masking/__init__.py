@@ -10,8 +10,11 @@ from pjepa.masking.multiblock import (
 )
 from pjepa.masking.ops import apply_masks, block_attention_mask
 from pjepa.masking.random import RandomMaskSampler
+from pjepa.masking.registry import MASKS, build_mask_sampler
 
 __all__ = [
+    "MASKS",
+    "build_mask_sampler",
     "MaskBatch",
     "MultiBlockMaskSampler",
     "RandomMaskSampler",

@@ -1,12 +1,12 @@
 """Methods compose encoders, masking, predictor trunk and head into a loss."""
 
 from pjepa.methods import ijepa  # noqa: F401  (registers "ijepa")
-from pjepa.methods.base import Method
+from pjepa.methods.base import Batch, HeadMonitor, Method, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 
-__all__ = ["METHODS", "Method", "build_method"]
+__all__ = ["METHODS", "Batch", "HeadMonitor", "Method", "Monitors", "StepOutput", "build_method"]
 
 
 def build_method(cfg) -> Method:
-    """The registered method ``cfg.train.method`` built from ``cfg``."""
-    return METHODS.get(cfg.train.method)(cfg)
+    """The registered method ``cfg.method.name`` built from ``cfg`` and ``cfg.method.options``."""
+    return METHODS.get(cfg.method.name)(cfg, **cfg.method.options)

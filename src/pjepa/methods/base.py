@@ -1,46 +1,116 @@
-"""What the training loop needs from a method (I-JEPA, N-JEPA, MAE, ...).
+"""The method contract: the seam between the one training loop and every method.
 
-One loop trains every method: the loop augments a batch, calls ``forward``
-for the loss, steps the optimiser, and applies the EMA pairs the method
-declares. Evaluation asks the method for the encoder whose features it rates.
+The loop builds a ``Batch`` (augmented images, labels, the step and its two
+random generators), calls ``training_step(batch) -> StepOutput`` for the loss,
+steps the optimiser over ``param_groups()``, applies the EMA pairs the method
+declares, compiles ``compile_modules()``, and at periodic evaluation rates what
+``monitors()`` names. Evaluation asks ``feature_encoder()`` for the encoder
+whose features it rates. The loop never names a method's modules: a new method
+(N-JEPA, MAE, a fine-tune) is a new file and a registry line.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from pjepa.errors import ConfigError
+from pjepa.heads import PredictorHead
 
 Metrics = dict[str, torch.Tensor | float]
+#: (normalised images (B, 3, S, S), CPU mask generator) -> (h (B, T, Dp), y (B, T, D))
+ConditionFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Batch:
+    """One step's input.
+
+    Attributes:
+        images: (B, 3, S, S) augmented, normalised images on the training device.
+        labels: (B,) int64 labels on the device (-1 where unlabelled); self-supervised
+            methods ignore them, a fine-tune or an online probe uses them.
+        step: the global step (0-based) this batch trains.
+        mask_generator: CPU generator seeded from (seed, step, rank): masks.
+        noise_generator: generator on the training device seeded the same way:
+            every other random draw of the step (a head's noise and times), so a
+            step is a pure function of (weights, batch) and a resumed run repeats it.
+        diagnostics: add costlier monitors (effective rank, ...) to the metrics.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    step: int
+    mask_generator: torch.Generator
+    noise_generator: torch.Generator
+    diagnostics: bool = False
+
+
+@dataclass
+class StepOutput:
+    """The scalar loss to minimise and the step's metrics (tensors stay on the device: no host sync)."""
+
+    loss: torch.Tensor
+    metrics: Metrics = field(default_factory=dict)
+
+
+@dataclass
+class HeadMonitor:
+    """A predictive head and how to get its (h, y) pairs, for the shared head metrics."""
+
+    head: PredictorHead
+    conditions: ConditionFn
+
+
+@dataclass
+class Monitors:
+    """What periodic evaluation may rate: encoders by kNN (the first one picks ``checkpoints/best``)
+    and predictive heads by the head metrics. Empty where a method has none."""
+
+    encoders: dict[str, nn.Module] = field(default_factory=dict)
+    heads: dict[str, HeadMonitor] = field(default_factory=dict)
 
 
 class Method(nn.Module, ABC):
-    @abstractmethod
-    def forward(
-        self, images: torch.Tensor, generator: torch.Generator, diagnostics: bool = False
-    ) -> tuple[torch.Tensor, Metrics]:
-        """(B, 3, H, W) normalised images -> (scalar loss, metrics).
+    """Base class of every registered method. ``forward(batch)`` is ``training_step`` (so DDP can wrap it)."""
 
-        ``generator`` (CPU) drives every random choice of the step (masks,
-        noise), so a step is a pure function of its inputs and the weights.
-        ``diagnostics=True`` adds costlier monitors (effective rank, ...).
+    @abstractmethod
+    def training_step(self, batch: Batch) -> StepOutput:
+        """The loss of one batch (and its metrics)."""
+
+    def forward(self, batch: Batch) -> StepOutput:  # type: ignore[override]
+        return self.training_step(batch)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups; each may carry ``lr_scale`` and ``wd_scale`` (multipliers of the schedules).
+
+        Default: weight decay on matrices and convolutions only (not biases,
+        norms, tokens). A fine-tune overrides this for layer-wise LR decay.
         """
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.ndim >= 2 and "token" not in name else no_decay).append(p)
+        return [{"params": decay, "wd_scale": 1.0, "lr_scale": 1.0},
+                {"params": no_decay, "wd_scale": 0.0, "lr_scale": 1.0}]
 
     def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(target parameters, online parameters) updated by the loop's EMA."""
+        """(target parameters, online parameters) the loop moves by EMA after each step."""
         return [], []
 
-    def head_conditions(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) -> (h (B, T, Dp), y (B, T, D)): the predictor head's inputs and targets.
+    def compile_modules(self) -> list[nn.Module]:
+        """Modules ``train.compile`` compiles in place (state-dict keys stay plain)."""
+        return []
 
-        Used by the shared head metrics (``pjepa eval head``); methods without a
-        predictor head (MAE) keep this default.
-        """
-        raise ConfigError(f"method {type(self).__name__} has no predictor head to evaluate; use an I-JEPA run")
+    def monitors(self) -> Monitors:
+        """What periodic evaluation rates; nothing by default."""
+        return Monitors()
 
     @abstractmethod
     def feature_encoder(self, which: str = "target") -> nn.Module:
-        """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation."""
+        """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation, with
+        ``intermediate_layers(images, n)`` for probes over the last n layers."""

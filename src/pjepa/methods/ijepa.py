@@ -20,16 +20,16 @@ import torch.nn.functional as F
 from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.heads import build_head
-from pjepa.masking import MultiBlockMaskSampler
+from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks
-from pjepa.methods.base import Method, Metrics
+from pjepa.methods.base import Batch, HeadMonitor, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk, VisionTransformer
 
 
 def build_encoder(cfg: Config) -> VisionTransformer:
-    m = cfg.model
-    return VisionTransformer(cfg.data.image_size, m.patch_size, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio)
+    e = cfg.model.encoder
+    return VisionTransformer(cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
 
 
 def effective_rank(x: torch.Tensor) -> torch.Tensor:
@@ -48,27 +48,32 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
 
 @METHODS.register("ijepa")
 class IJEPA(Method):
-    def __init__(self, cfg: Config) -> None:
+    """I-JEPA with any registered predictor head.
+
+    Options (``method.options``):
+        target_norm: layer-normalise the teacher's embeddings before they are
+            targets (the official recipe; False predicts raw embeddings).
+    """
+
+    def __init__(self, cfg: Config, target_norm: bool = True) -> None:
         super().__init__()
-        m, mk = cfg.model, cfg.mask
+        p = cfg.model.predictor
+        self.target_norm = target_norm
         self.encoder = build_encoder(cfg)  # the context encoder (student)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = PredictorTrunk(
-            self.encoder.num_patches, m.embed_dim, m.pred_dim, m.pred_depth, m.pred_num_heads, m.mlp_ratio,
-            layout=m.pred_layout,
+            self.encoder.num_patches, self.encoder.embed_dim, p.embed_dim, p.depth, p.num_heads, p.mlp_ratio,
+            layout=p.layout,
         )
-        self.head = build_head(cfg.head.name, m.pred_dim, m.embed_dim, **cfg.head.options)
-        self.mask_sampler = MultiBlockMaskSampler(
-            self.encoder.grid_size, num_targets=mk.num_targets, target_scale=mk.target_scale,
-            target_aspect=mk.target_aspect, context_scale=mk.context_scale, context_aspect=mk.context_aspect,
-            min_context=mk.min_context, num_candidates=mk.num_candidates,
-        )
+        self.head = build_head(cfg.head.name, p.embed_dim, self.encoder.embed_dim, **cfg.head.options)
+        self.mask_sampler = build_mask_sampler(cfg.mask.name, self.encoder.grid_size, cfg.mask.options)
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W), (B, K) -> (B, K, D) layer-normed teacher embeddings."""
+        """(B, 3, H, W), (B, K) -> (B, K, D) teacher embeddings (layer-normed unless target_norm=False)."""
         y = self.target_encoder(images)  # (B, N, D)
-        y = F.layer_norm(y, (y.shape[-1],))
+        if self.target_norm:
+            y = F.layer_norm(y, (y.shape[-1],))
         return apply_masks(y, tgt_idx)
 
     def head_inputs(
@@ -83,28 +88,34 @@ class IJEPA(Method):
         h = self.predictor(z, ctx_idx, tgt_idx)  # (B, M*Nt, Dp)
         return h, y, z, tgt_idx
 
-    def forward(
-        self, images: torch.Tensor, generator: torch.Generator, diagnostics: bool = False
-    ) -> tuple[torch.Tensor, Metrics]:
-        h, y, z, tgt_idx = self.head_inputs(images, generator)
-        loss, diag = self.head.loss(h, y)
+    def training_step(self, batch: Batch) -> StepOutput:
+        h, y, z, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
+        loss, diag = self.head.loss(h, y, batch.noise_generator)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
         metrics["mask/num_context"] = float(z.shape[1])
         metrics["mask/num_target"] = float(tgt_idx.shape[1] * tgt_idx.shape[2])
         # Collapse monitor: std of the teacher's (un-normalised-over-batch) features across the batch.
         pooled = y.float().mean(dim=1)  # (B, D)
         metrics["collapse/target_std"] = pooled.std(dim=0).mean().detach()
-        if diagnostics:
+        if batch.diagnostics:
             metrics["collapse/target_erank"] = effective_rank(y.flatten(0, 1).detach())
             metrics["collapse/context_std"] = z.detach().float().mean(dim=1).std(dim=0).mean()
-        return loss, metrics
+        return StepOutput(loss, metrics)
 
     def head_conditions(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> (h (B, T, Dp), y (B, T, D)): the head's inputs and targets under fresh masks."""
         h, y, _, _ = self.head_inputs(images, generator)
         return h, y
 
     def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return list(self.target_encoder.parameters()), list(self.encoder.parameters())
+
+    def compile_modules(self) -> list[nn.Module]:
+        return [self.encoder, self.target_encoder, self.predictor]
+
+    def monitors(self) -> Monitors:
+        return Monitors(encoders={"target": self.target_encoder},
+                        heads={"head": HeadMonitor(self.head, self.head_conditions)})
 
     def feature_encoder(self, which: str = "target") -> nn.Module:
         if which == "target":

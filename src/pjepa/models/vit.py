@@ -92,12 +92,26 @@ class VisionTransformer(nn.Module):
             block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
             block.mlp[2].weight.data.div_((2.0 * i) ** 0.5)
 
-    def forward(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 3, H, W) images [, (B, K) kept patch indices] -> (B, K or N, D) tokens."""
+    def _tokens(self, images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)
         x = x + self.pos_embed
-        if idx is not None:
-            x = apply_masks(x, idx)  # (B, K, D)
+        return x if idx is None else apply_masks(x, idx)  # (B, K, D)
+
+    def forward(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) images [, (B, K) kept patch indices] -> (B, K or N, D) tokens."""
+        x = self._tokens(images, idx)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def intermediate_layers(self, images: torch.Tensor, n: int = 1) -> list[torch.Tensor]:
+        """(B, 3, H, W) -> the outputs of the last ``n`` blocks, each (B, N, D) and passed through the
+        final norm (as dinov2's ``get_intermediate_layers``); the last entry equals ``forward``."""
+        if not 1 <= n <= len(self.blocks):
+            raise ValueError(f"n={n} layers: choose 1..{len(self.blocks)} (the encoder's depth)")
+        x, out = self._tokens(images, None), []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i >= len(self.blocks) - n:
+                out.append(self.norm(x))
+        return out

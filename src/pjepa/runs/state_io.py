@@ -67,7 +67,7 @@ def _encode_tensor(node: torch.Tensor, path: str, tensors: dict[str, torch.Tenso
     if node.layout != torch.strided or node.dtype not in TENSOR_DTYPES:
         raise TypeError(
             f"{path or '<root>'}: unsupported tensor (dtype {node.dtype}, layout {node.layout}); "
-            "only dense tensors of the dtypes in pjepa.train.state_io.TENSOR_DTYPES can be saved"
+            "only dense tensors of the dtypes in pjepa.runs.state_io.TENSOR_DTYPES can be saved"
         )
     key = f"t{len(tensors)}"
     tensors[key] = _to_cpu_copy(node)

@@ -3,7 +3,7 @@
 A checkpoint is a folder ``checkpoints/<name>/`` holding
   - ``model.safetensors``: the method's state dict (named tensors, loadable alone),
   - ``state.safetensors``: optimiser, scaler, step, RNG and best-metric state
-    (``pjepa.train.state_io``: tensors + a JSON skeleton, never pickle).
+    (``pjepa.runs.state_io``: tensors + a JSON skeleton, never pickle).
 Both files are written into ``.<name>.tmp/`` first; the folder then replaces the
 old one by renames (old -> ``.<name>.old``, tmp -> name, delete old). A crash at
 any point leaves either the old or the new checkpoint complete, and
@@ -23,7 +23,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from pjepa.errors import CheckpointError
-from pjepa.train.state_io import atomic_write_bytes, load_tree, save_tree
+from pjepa.runs.state_io import atomic_write_bytes, load_tree, save_tree
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"

@@ -1,0 +1,139 @@
+"""``pjepa eval knn --run DIR``: kNN@1 of a run's encoder, written to DIR/eval/.
+
+Features: the target (EMA) encoder's average-pooled last layer by default (or
+the last ``layers`` layers concatenated), the context encoder on request, and
+two baselines on the same data and preprocessing: the same architecture at
+random initialisation and raw normalised pixels. The bank is the training split
+minus the validation part the run held out; the queries are the reported split
+(``data.eval_split``), or with ``--split val`` the validation split (for
+choices). k, T, both votes, the encoder and the split sizes are recorded with
+the result (GUIDE section 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pjepa.data import ImageDataset, splits_for
+from pjepa.errors import ConfigError
+from pjepa.eval.features import extract_features, pixel_features
+from pjepa.eval.knn import knn_evaluate, require_labels
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
+from pjepa.methods.load import load_run_method
+from pjepa.runs import Run, resolve_device
+from pjepa.utils import stream_seed
+
+
+def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels), a seeded random subset of ``limit`` items (all if 0): never a prefix."""
+    if limit <= 0 or limit >= len(ds):
+        return ds.images, ds.labels
+    g = torch.Generator().manual_seed(stream_seed(seed, 0, 0, stream))
+    idx = torch.randperm(len(ds), generator=g)[:limit]
+    return ds.images[idx], ds.labels[idx]
+
+
+def _encoder_features(run: Run, which: str, random_init: bool, checkpoint: str, images, device, layers, progress):
+    """Features of the bank and query images, and the step of the weights used."""
+    cfg = run.config
+    mean, std = run.stats()
+    method, step = load_run_method(run, checkpoint, random_init)
+    encoder = method.feature_encoder(which).to(device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    feats = [extract_features(encoder, x, cfg.data.image_size, mean, std, device, cfg.eval.batch_size, amp,
+                              progress=progress, desc=f"features ({name})", layers=layers)
+             for name, x in zip(("bank", "queries"), images)]
+    return feats, step
+
+
+def evaluate_knn(
+    run_dir: str | Path,
+    encoder: str = "target",
+    baseline: str | None = None,
+    checkpoint: str = "last",
+    train_limit: int = 0,
+    eval_limit: int = 0,
+    device: str = "auto",
+    split: str = "eval",
+    layers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_val].json``.
+
+    Args:
+        encoder: "target" (EMA teacher, default) or "context".
+        baseline: None, "random-init" (same architecture, untrained) or "pixels".
+        checkpoint: "last" or "best".
+        train_limit / eval_limit: seeded random subsets of the bank / queries (0 = all).
+        split: "eval" (the reported split, ``data.eval_split``) or "val" (the validation split).
+        layers: mean-pooled features of the last ``layers`` layers, concatenated.
+    """
+    if baseline not in (None, "random-init", "pixels"):
+        raise ConfigError(f"baseline {baseline!r}: choose random-init or pixels")
+    if split not in ("eval", "val"):
+        raise ConfigError(f"--split {split!r}: choose eval (the reported split) or val (the validation split)")
+    run = Run(run_dir)
+    cfg = run.config
+    d = cfg.data
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    splits = splits_for(cfg)
+    bank, queries = splits.bank, (splits.eval if split == "eval" else splits.val)
+    require_labels(bank, "data.bank_split")
+    require_labels(queries, "data.eval_split")
+    (xb, yb), (xq, yq) = subset(bank, train_limit, cfg.train.seed, "bank"), subset(queries, eval_limit, cfg.train.seed, "query")
+    if baseline == "pixels":
+        mean, std = run.stats()
+        feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
+    else:
+        feats, step = _encoder_features(run, encoder, baseline == "random-init", checkpoint, (xb, xq), dev, layers,
+                                        progress)
+        which = encoder
+    votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
+                         k=cfg.eval.k, temperature=cfg.eval.temperature)
+    result = {
+        "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
+        "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
+        "encoder": which, "baseline": baseline, "checkpoint": None if baseline else checkpoint,
+        "layers": layers if which != "pixels" else None,
+        "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
+        "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
+        "step": step, "seconds": round(time.perf_counter() - t0, 2),
+    }
+    name = "knn" + (f"_{baseline.replace('-', '_')}" if baseline else "") + ("_val" if split == "val" else "")
+    name += f"_last{layers}" if layers > 1 and which != "pixels" else ""
+    result["path"] = str(run.write_eval(name, result))
+    return result
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--encoder", choices=["target", "context"], default="target")
+    base = p.add_mutually_exclusive_group()
+    base.add_argument("--random-init", action="store_true", help="baseline: the same architecture, untrained")
+    base.add_argument("--pixels", action="store_true", help="baseline: raw normalised pixels")
+    p.add_argument("--split", choices=["eval", "val"], default="eval",
+                   help="queries: the reported split (data.eval_split) or the validation split (for choices)")
+    p.add_argument("--layers", type=int, default=1, help="concatenate the mean-pooled last N layers")
+    p.add_argument("--train-limit", type=int, default=0, help="random subset of the bank (0 = all)")
+    p.add_argument("--eval-limit", type=int, default=0, help="random subset of the queries (0 = all)")
+
+
+def _run(args: argparse.Namespace) -> list[str]:
+    baseline = "random-init" if args.random_init else "pixels" if args.pixels else None
+    r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
+                     train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
+                     split=args.split, layers=args.layers)
+    return [f"kNN@1 ({r['encoder']}{', ' + baseline if baseline else ''}, k={r['k']}, {r['dataset']} "
+            f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
+            f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
+            f"wrote {r['path']}"]
+
+
+register(Protocol("knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline",
+                  _add_arguments, _run))

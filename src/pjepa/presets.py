@@ -1,0 +1,49 @@
+"""Built-in presets: the YAML files shipped in ``pjepa/configs`` (package data).
+
+``--config`` takes a path to a YAML file or a preset name: ``smoke``,
+``cifar10/cpu``, ``tin100/mdn`` (with or without ``.yaml``). A preset's data
+path is written as ``$PJEPA_DATA/<file>``, resolved when the data is loaded
+(see ``pjepa.data.expand_data_path``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pjepa.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """Every preset, as ``dir/name`` without ``.yaml`` (bases that only feed others included)."""
+    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """An existing YAML file as given, else the built-in preset of that name; a ConfigError otherwise."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path).removesuffix(".yaml")
+    for candidate in (PRESET_DIR / f"{name}.yaml", PRESET_DIR / f"{name.removeprefix('configs/')}.yaml"):
+        if candidate.is_file():
+            return candidate
+    close = [n for n in preset_names() if name.split("/")[-1] in n] or preset_names()[:8]
+    raise ConfigError(f"--config {name_or_path}: no such file and no preset of that name "
+                      f"(presets like it: {', '.join(close)}; `pjepa presets` lists all)")
+
+
+def describe(path: Path) -> str:
+    """The first comment line of a preset file (its one-line description)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """(name, one-line description) of every preset."""
+    return [(name, describe(PRESET_DIR / f"{name}.yaml")) for name in preset_names()]
