@@ -210,7 +210,7 @@ def test_pretraining_on_an_unlabelled_split_needs_a_labelled_bank(tmp_path, monk
     """STL-10 style: pretrain on 'unlabeled', use a labelled split as the kNN bank."""
     import pjepa.data
     from pjepa.data import load_dataset as real_load
-    from pjepa.errors import ConfigError
+    from pjepa.errors import PJepaError
 
     def load(name, split, path=None, **options):  # synthetic 'train' plays the unlabelled split
         ds = real_load(name, "train" if split == "unlabeled" else split, path, **options)
@@ -221,7 +221,7 @@ def test_pretraining_on_an_unlabelled_split_needs_a_labelled_bank(tmp_path, monk
 
     monkeypatch.setattr(pjepa.data, "load_dataset", load)
     base = TINY + ["data.train_split=unlabeled", "train.max_steps=4"]
-    with pytest.raises(ConfigError, match="data.bank_split"):
+    with pytest.raises(PJepaError, match="data.bank_split"):  # no labelled split to validate on or to bank
         train(load_config(SMOKE, base), tmp_path / "a")
     result = train(load_config(SMOKE, base + ["data.bank_split=val"]), tmp_path / "b")
     assert result["step"] == 4 and result["best_knn"] >= 0

@@ -1,0 +1,82 @@
+"""The import layering of GUIDE section 1, held by walking every import of the package (ast, no execution).
+
+    cli -> train / eval / viz / generative -> checks -> methods -> runs -> blocks (data, masking, models, heads)
+        -> base (config, registry, errors, utils, presets)
+
+train may import eval (periodic evaluation); nothing imports train but cli.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "pjepa"
+BASE = {"config", "registry", "errors", "utils", "presets", "__init__", "__main__"}
+BLOCKS = {"data", "masking", "models", "heads"}
+ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "cli"}
+FORBIDDEN: dict[str, set[str]] = {
+    **{b: ABOVE for b in BASE - {"__main__"}},
+    **{b: ABOVE for b in BLOCKS},
+    "runs": ABOVE - {"runs"},
+    "methods": ABOVE - {"methods", "runs"},
+    "checks": ABOVE - {"checks", "methods", "runs"},
+    "eval": {"train", "cli", "viz", "generative"},
+    "viz": {"train", "cli", "generative"},
+    "generative": {"train", "cli", "viz"},
+    "train": {"cli", "viz", "generative"},
+}
+
+
+def layer(module: str) -> str:
+    """'pjepa.eval.protocols.knn' -> 'eval'; 'pjepa' -> '__init__'."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every pjepa module imported anywhere in ``path`` (function-level imports included)."""
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    package = ".".join(rel.parts[:-1]) if rel.name != "__init__" else ".".join(rel.parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                found.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                found.add(node.module)
+    return {m for m in found if m == "pjepa" or m.startswith("pjepa.")}
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+def test_the_walk_sees_the_package():
+    assert len(MODULES) > 40
+    assert "pjepa.train.loop" in imports_of(SRC / "cli" / "main.py")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_no_import_crosses_a_layer(path):
+    rel = path.relative_to(SRC)
+    here = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" else "__init__"
+    bad = sorted(m for m in imports_of(path) if layer(m) in FORBIDDEN.get(here, set()))
+    assert not bad, f"{rel} ({here}) imports {bad}: see GUIDE section 1 / this file's docstring"
+
+
+def test_a_planted_crossing_is_caught(tmp_path):
+    """The walk itself can fail: a block importing train is reported."""
+    fake = tmp_path / "pjepa" / "heads" / "bad.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def f():\n    from pjepa.train.loop import train\n")
+    global SRC
+    old, SRC = SRC, tmp_path / "pjepa"
+    try:
+        assert layer(next(iter(imports_of(fake)))) in FORBIDDEN["heads"]
+    finally:
+        SRC = old

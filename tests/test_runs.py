@@ -1,0 +1,86 @@
+"""The run directory reader: what a run holds, old runs, and the errors that say what to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import SMOKE, TINY, run_cli
+from pjepa.config import MASK_OPTION_KEYS, load_config
+from pjepa.errors import CheckpointError
+from pjepa.eval.protocols.knn import evaluate_knn
+from pjepa.runs import Run
+from pjepa.train.loop import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    train(load_config(SMOKE, TINY + ["train.max_steps=4"]), run)
+    return run
+
+
+def test_run_reads_everything_training_wrote(trained):
+    run = Run(trained)
+    assert run.config.optim.batch_size == 16 and run.info["total_steps"] == 4
+    mean, std = run.stats()
+    assert mean.shape == std.shape == (3,)
+    assert any("train/loss" in r for r in run.metrics())
+    assert run.checkpoint("last") is not None and run.checkpoint("best") is not None
+    weights, state = run.load_checkpoint("last")
+    assert state["step"] == 4 and "encoder.patch_embed.weight" in weights
+    path = run.write_eval("probe", {"top1": 1.5})
+    assert path == trained / "eval" / "probe.json" and run.eval_results()["probe"] == {"top1": 1.5}
+    assert run.figures_dir == trained / "figures"
+    assert run.info["num_val"] == 12 and run.info["num_train"] == 116
+
+
+def test_missing_pieces_get_named_errors(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="not a pjepa run directory"):
+        Run(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint 'final'.*it has: last, best"):
+        Run(trained).load_checkpoint("final")
+
+
+def test_a_run_written_by_pjepa_0_1_loads_and_evaluates(trained, tmp_path):
+    """Old layout (train.method, flat model keys, data.val_split): migrated on read, weights unchanged."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    cfg = yaml.safe_load((old / "config.yaml").read_text())
+    enc, pred = cfg["model"].pop("encoder"), cfg["model"].pop("predictor")
+    cfg["model"] = {**enc, **{f"pred_{k}" if k != "embed_dim" else "pred_dim": v for k, v in pred.items()
+                              if k != "mlp_ratio"}}
+    cfg["model"]["pred_layout"] = cfg["model"].pop("pred_layout")
+    cfg["train"]["method"] = cfg.pop("method")["name"]
+    cfg["mask"] = {k: v for k, v in cfg["mask"]["options"].items() if k in MASK_OPTION_KEYS}  # 0.1 had these
+    cfg["data"]["val_split"] = cfg["data"].pop("eval_split")
+    del cfg["data"]["val_fraction"]
+    (old / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = Run(old)
+    assert run.config.model.encoder.depth == 2 and run.config.data.val_fraction == 0.0
+    r = evaluate_knn(old, progress=False)
+    assert r["step"] == 4 and r["n_train"] == 128  # an old run validated on its reported split: full bank
+
+
+def test_a_config_that_no_longer_fits_is_a_named_error(trained, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained, bad)
+    (bad / "config.yaml").write_text((bad / "config.yaml").read_text().replace("optim:", "optim:\n  lr_warp: 3", 1))
+    out = run_cli("eval", "knn", "--run", str(bad))
+    assert out.returncode == 2 and "does not fit this pjepa version" in out.stderr and "lr_warp" in out.stderr
+
+
+def test_resume_reads_the_config_through_the_run(trained, tmp_path):
+    import shutil
+
+    run = tmp_path / "resumed"
+    shutil.copytree(trained, run)
+    out = run_cli("train", "--resume", str(run), "train.max_steps=6")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "run_info.json").read_text())["total_steps"] == 6
