@@ -43,7 +43,7 @@ def make_trainer(family: str, file: str, args: argparse.Namespace, tmp: Path) ->
     path = ROOT / "configs" / family / f"{file}.yaml"
     size = load_config(path).data.image_size
     overrides = [
-        "data.name=synthetic", "data.path=null", "data.val_split=val",
+        "data.name=synthetic", "data.path=null", "data.eval_split=val", "data.val_fraction=0",
         f"data.options={{image_size: {size}, num_train: {max(4 * args.batch, 512)}, num_val: 64}}",
         f"optim.batch_size={args.batch}", "train.progress=false", "train.eval_every=0",
         f"train.precision={args.precision}", f"train.compile={str(args.compile).lower()}",
@@ -55,13 +55,13 @@ def make_trainer(family: str, file: str, args: argparse.Namespace, tmp: Path) ->
 @torch.no_grad()
 def sample_seconds_per_1000(trainer: Trainer) -> float:
     method = trainer.method.eval()
-    gen = torch.Generator()
-    x = trainer._batch(0, torch.Generator(device=trainer.device))
+    (monitor,) = list(method.monitors().heads.values())[:1]
+    batch = trainer.batches(0)
     with torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype is not None):
-        h, _ = method.head_conditions(x, gen)
+        h, _ = monitor.conditions(batch.images, batch.mask_generator)
     h = token_rows([(h.float(), None)], 1000)  # whole images, >= 1000 tokens
     g = torch.Generator(device=trainer.device).manual_seed(0)
-    seconds = sampling_seconds(method.head, h, g)
+    seconds = sampling_seconds(monitor.head, h, g)
     method.train()
     return seconds * 1000 / (h.shape[0] * h.shape[1])
 

@@ -40,7 +40,7 @@ def make_trainer(preset: str, batch: int, args: argparse.Namespace, layout: str,
     cfg = load_config(ROOT / PRESETS[preset])
     size = cfg.data.image_size
     overrides = [
-        "data.name=synthetic", "data.path=null", "data.val_split=val",
+        "data.name=synthetic", "data.path=null", "data.eval_split=val", "data.val_fraction=0",
         f"data.options={{image_size: {size}, num_train: {max(4 * batch, 512)}, num_val: 64}}",
         f"optim.batch_size={batch}", "train.progress=false", "train.eval_every=0",
         f"train.precision={args.precision}", f"train.compile={str(args.compile).lower()}",
@@ -51,12 +51,11 @@ def make_trainer(preset: str, batch: int, args: argparse.Namespace, layout: str,
 
 def time_steps(trainer: Trainer, start: int, steps: int) -> float:
     """Seconds per step over ``steps`` real training steps (synchronised at the ends)."""
-    aug, mask = torch.Generator(device=trainer.device), torch.Generator()
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for s in range(start, start + steps):
-        trainer._step(s, trainer._batch(s, aug), mask, diagnostics=False)
+        trainer.train_step(s)
     sync()
     return (time.perf_counter() - t0) / steps
 

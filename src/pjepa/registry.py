@@ -34,6 +34,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove and return entry ``name`` (for tests and throwaway plug-ins)."""
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             choices = ", ".join(sorted(self._items)) or "(none registered)"

@@ -1,1 +1,1 @@
-"""Evaluation of frozen features (kNN, linear probes)."""
+"""Evaluation of frozen features and heads: features, kNN, head metrics, the comparison table, and the protocols ``pjepa eval`` runs."""

@@ -49,7 +49,7 @@ def block_attention_mask(
     By induction over layers each block's outputs equal those of its separate
     pass, while the context is encoded once instead of ``num_blocks`` times.
     (The official I-JEPA predictor also lets context tokens attend to the mask
-    tokens of the block; that variant is ``pred_layout="per_block"`` in
+    tokens of the block; that variant is ``model.predictor.layout="per_block"`` in
     :class:`pjepa.models.PredictorTrunk`.) Position-wise layers need no mask.
 
     Use it as ``attn_mask`` of ``F.scaled_dot_product_attention`` (True = take

@@ -1,4 +1,4 @@
-"""The method registry: ``train.method`` in a config picks an entry."""
+"""The method registry: ``method.name`` in a config picks an entry, ``method.options`` its options."""
 
 from pjepa.registry import Registry
 

@@ -37,7 +37,7 @@ class PredictorTrunk(nn.Module):
     ) -> None:
         super().__init__()
         if layout not in ("joint", "per_block"):
-            raise ValueError(f"model.pred_layout={layout!r}: choose joint or per_block")
+            raise ValueError(f"model.predictor.layout={layout!r}: choose joint or per_block")
         grid = int(round(num_patches**0.5))
         self.layout = layout
         self.pred_dim = pred_dim

@@ -63,7 +63,7 @@ def evaluate_knn(
     layers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_val].json``.
+    """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_context][_val][_lastN].json``.
 
     Args:
         encoder: "target" (EMA teacher, default) or "context".
@@ -105,8 +105,9 @@ def evaluate_knn(
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }
-    name = "knn" + (f"_{baseline.replace('-', '_')}" if baseline else "") + ("_val" if split == "val" else "")
-    name += f"_last{layers}" if layers > 1 and which != "pixels" else ""
+    # One file per (features, split, layers): a context-encoder or validation result never overwrites knn.json.
+    name = "knn" + (f"_{baseline.replace('-', '_')}" if baseline else "") + ("_context" if which == "context" else "")
+    name += ("_val" if split == "val" else "") + (f"_last{layers}" if layers > 1 and which != "pixels" else "")
     result["path"] = str(run.write_eval(name, result))
     return result
 

@@ -1,0 +1,57 @@
+"""The command line: presets by name, evaluation protocols from the registry, data paths from $PJEPA_DATA."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from conftest import run_cli
+from pjepa.cli.main import build_parser
+from pjepa.data import expand_data_path
+from pjepa.errors import DataError
+from pjepa.eval.protocols import PROTOCOLS, Protocol, register
+
+
+def test_presets_lists_every_preset_with_a_description():
+    out = run_cli("presets")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert {"smoke", "cifar10/cpu", "tin100/mdn"} <= set(names)
+    assert all(len(line.split()) > 2 for line in lines)  # name + a description
+
+
+def test_every_registered_protocol_is_a_subcommand_of_eval():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    eval_sub = next(a for a in sub.choices["eval"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(eval_sub.choices) == set(PROTOCOLS.names()) >= {"knn", "head"}
+
+
+def test_a_new_protocol_shows_up_without_touching_the_cli():
+    def add(p):
+        p.add_argument("--run", required=True)
+
+    register(Protocol("echo-test", "echo the run argument", add, lambda args: [f"run={args.run}"]))
+    try:
+        from pjepa.cli.main import main
+
+        assert main(["eval", "echo-test", "--run", "somewhere"]) == 0
+    finally:
+        PROTOCOLS.unregister("echo-test")
+
+
+def test_pjepa_data_expands_or_says_what_to_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("PJEPA_DATA", str(tmp_path))
+    assert expand_data_path("$PJEPA_DATA/x.npz") == f"{tmp_path}/x.npz"
+    assert expand_data_path(["${PJEPA_DATA}/a", "b"]) == [f"{tmp_path}/a", "b"]
+    assert expand_data_path(None) is None
+    monkeypatch.delenv("PJEPA_DATA")
+    with pytest.raises(DataError, match="export PJEPA_DATA=.*or pass data.path"):
+        expand_data_path("$PJEPA_DATA/x.npz")
+
+
+def test_a_preset_without_its_data_fails_with_one_line_at_start_up(tmp_path):
+    out = run_cli("train", "--config", "cifar10/cpu", "--out", str(tmp_path / "r"), env={"PJEPA_DATA": ""})
+    assert out.returncode == 2 and "PJEPA_DATA" in out.stderr and "Traceback" not in out.stderr
