@@ -1,0 +1,24 @@
+"""The run directory: its one reader (``Run``), checkpoints, the metrics log and atomic writes.
+
+Training writes a run directory; evaluation, tables and figures read it through
+``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
+"""
+
+from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs.device import resolve_device
+from pjepa.runs.metrics import MetricsLogger, read_metrics
+from pjepa.runs.run import Run, is_legacy
+from pjepa.runs.state_io import atomic_write_bytes
+
+__all__ = [
+    "MetricsLogger",
+    "Run",
+    "atomic_write_bytes",
+    "checkpoint_path",
+    "is_legacy",
+    "load_checkpoint",
+    "load_weights_into",
+    "read_metrics",
+    "resolve_device",
+    "save_checkpoint",
+]

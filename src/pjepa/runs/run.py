@@ -1,0 +1,130 @@
+"""``Run(path)``: the one reader of a run directory.
+
+    runs/00000-smoke/
+      config.yaml        resolved config          -> Run.config
+      run_info.json      commit, world size, ...  -> Run.info
+      data_stats.json    channel mean/std         -> Run.stats()
+      metrics.jsonl      one row per logged step  -> Run.metrics()
+      checkpoints/NAME/  weights + state          -> Run.checkpoint(NAME), Run.load_checkpoint(NAME)
+      eval/*.json        evaluation results       -> Run.eval_results(), Run.write_eval(NAME, result)
+      figures/           figures (viz)            -> Run.figures_dir
+
+Evaluation, tables and figures read runs only through this class. Runs written
+by pjepa 0.1 (``train.method``, flat model keys, ``data.val_split``) load: their
+config is migrated on read (see ``pjepa.config.migrate_legacy``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from pjepa.config import MOVED_KEYS, Config, build_config, migrate_legacy
+from pjepa.errors import CheckpointError, ConfigError
+from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
+from pjepa.runs.metrics import read_metrics
+from pjepa.runs.state_io import atomic_write_bytes
+
+
+def is_legacy(data: dict[str, Any]) -> bool:
+    """True for a config mapping in the pjepa 0.1 layout."""
+    return any(key.split(".")[1] in (data.get(key.split(".")[0]) or {}) for key in MOVED_KEYS)
+
+
+class Run:
+    """A run directory written by ``pjepa train`` (read-only, except ``write_eval``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{self.path} is not a pjepa run directory (no config.yaml); pass the folder `pjepa train` wrote"
+            )
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def raw_config(self) -> dict[str, Any]:
+        """config.yaml as written (migrated to today's layout if the run is older)."""
+        data = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        return migrate_legacy(data) if is_legacy(data) else data
+
+    @cached_property
+    def config(self) -> Config:
+        """The run's resolved config."""
+        try:
+            return build_config(self.raw_config)
+        except ConfigError as e:
+            raise CheckpointError(
+                f"{self.path}/config.yaml does not fit this pjepa version ({e}); "
+                "fix that key in config.yaml, or train the run again"
+            ) from None
+
+    @cached_property
+    def info(self) -> dict[str, Any]:
+        path = self.path / "run_info.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (3,), std (3,)) the run normalised its images with."""
+        path = self.path / "data_stats.json"
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the run directory is incomplete (did training start?)")
+        s = json.loads(path.read_text())
+        return torch.tensor(s["mean"]), torch.tensor(s["std"])
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every row of metrics.jsonl (training rows, periodic evaluation rows)."""
+        return read_metrics(self.path)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, name: str = "last") -> Path | None:
+        """The folder of checkpoint ``name`` ("last", "best"), or None."""
+        return checkpoint_path(self.checkpoints_dir, name)
+
+    def load_checkpoint(self, name: str = "last", map_location: str | torch.device = "cpu") -> tuple[dict, Any]:
+        """(weights, training state) of checkpoint ``name``, with an error that says what to do."""
+        if self.checkpoint(name) is None:
+            have = [n for n in ("last", "best") if self.checkpoint(n) is not None]
+            hint = f"it has: {', '.join(have)}" if have else "train first (no checkpoint yet)"
+            raise CheckpointError(f"no checkpoint {name!r} in {self.checkpoints_dir}; {hint}")
+        return load_checkpoint(self.checkpoints_dir, name, map_location=map_location)
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.path / "figures"
+
+    def eval_result(self, name: str) -> dict[str, Any] | None:
+        """``eval/NAME.json`` or None."""
+        path = self.eval_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def eval_results(self) -> dict[str, dict[str, Any]]:
+        """Every ``eval/*.json``, by file stem."""
+        if not self.eval_dir.is_dir():
+            return {}
+        return {p.stem: json.loads(p.read_text()) for p in sorted(self.eval_dir.glob("*.json"))}
+
+    def write_eval(self, name: str, result: dict[str, Any]) -> Path:
+        """Write ``eval/NAME.json`` atomically; returns its path."""
+        self.eval_dir.mkdir(parents=True, exist_ok=True)
+        path = self.eval_dir / f"{name}.json"
+        atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+        return path
