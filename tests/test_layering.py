@@ -80,3 +80,17 @@ def test_a_planted_crossing_is_caught(tmp_path):
         assert layer(next(iter(imports_of(fake)))) in FORBIDDEN["heads"]
     finally:
         SRC = old
+
+
+def test_no_source_file_is_ignored_by_git():
+    """A fresh clone (CI, pip install from git) must hold every module: an ignore rule once hid src/pjepa/runs/."""
+    import shutil
+    import subprocess
+
+    root = SRC.parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "src"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout.split()
+    hidden = [p for p in out if p.endswith((".py", ".yaml")) and "__pycache__" not in p]
+    assert not hidden, f"git ignores source files: {hidden}"

@@ -34,14 +34,22 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
                       f"(presets like it: {', '.join(close)}; `pjepa presets` lists all)")
 
 
-def describe(path: Path) -> str:
-    """The first comment line of a preset file (its one-line description)."""
+def describe(path: Path, width: int = 100) -> str:
+    """A preset's one-line description: the first sentence of its leading comment block, cut to ``width``."""
+    words = []
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        words.append(line.lstrip("# ").strip())
+    text, end = " ".join(words), 0
+    while end < 50:  # whole sentences, at least ~50 characters ("Tiny ImageNet-100 (GPU)." says too little)
+        nxt = text.find(". ", end + 1)
+        if nxt < 0:
+            end = len(text)
+            break
+        end = nxt + 1
+    text = text[:end]
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
 def list_presets() -> list[tuple[str, str]]:
