@@ -28,7 +28,7 @@ from pjepa.config import Config, _coerce
 from pjepa.data import DATASETS
 from pjepa.errors import ConfigError
 from pjepa.heads import HEADS
-from pjepa.masking import MASKS
+from pjepa.masking import MASKS, build_mask_sampler
 from pjepa.methods import METHODS, build_method
 from pjepa.registry import Registry, declared_options
 
@@ -152,6 +152,15 @@ def _build_on_meta(cfg: Config) -> None:
         raise ConfigError(f"method {cfg.method.name!r} cannot be built from this config: {e}") from None
 
 
+def _check_mask_options(cfg: Config) -> None:
+    """Build the mask sampler (cheap, no tensors) so its own range checks name ``mask.options``."""
+    grid = cfg.data.image_size // cfg.model.encoder.patch_size
+    try:
+        build_mask_sampler(cfg.mask.name, grid, cfg.mask.options)
+    except ConfigError as e:
+        raise ConfigError(f"mask.options ({cfg.mask.name!r} on a {grid} x {grid} grid): {e}") from None
+
+
 CHECKS: tuple[Callable[[Config], None], ...] = (_check_data, _check_model, _check_optim, _check_train, _check_eval)
 
 
@@ -166,6 +175,7 @@ def check_config(cfg: Config, build: bool = True) -> Config:
     for section in PLUGINS:
         sec = getattr(cfg, section)
         sec.options = plugin_options(section, sec.name, sec.options)
+    _check_mask_options(cfg)
     if build:
         _build_on_meta(cfg)
     return cfg
