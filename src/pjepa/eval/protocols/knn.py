@@ -130,7 +130,8 @@ def _run(args: argparse.Namespace) -> list[str]:
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
                      split=args.split, layers=args.layers)
-    return [f"kNN@1 ({r['encoder']}{', ' + baseline if baseline else ''}, k={r['k']}, {r['dataset']} "
+    what = "raw pixels" if baseline == "pixels" else f"{r['encoder']} encoder" + (", untrained" if baseline else "")
+    return [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
             f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
             f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
             f"wrote {r['path']}"]
