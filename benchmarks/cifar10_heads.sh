@@ -7,6 +7,7 @@
 # Then: pjepa table runs/cifar10-cpu runs/cifar10-<head> ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PJEPA_DATA=${PJEPA_DATA:-$(cd .. && pwd)/shared/data}   # where the presets find their data files
 HEAD=${1:?usage: cifar10_heads.sh HEAD [RUN_DIR] [key=value ...]}; shift
 RUN=${1:-runs/cifar10-$HEAD}; shift || true
 PJ=".venv/bin/pjepa"

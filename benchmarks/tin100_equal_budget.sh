@@ -9,6 +9,7 @@
 #   HEADS="mdn diffusion" LRS="3e-4" bash benchmarks/tin100_equal_budget.sh runs/tin100-eq train.epochs=10
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PJEPA_DATA=${PJEPA_DATA:-$(cd .. && pwd)/shared/data}   # where the presets find their data files
 OUT=${1:-runs/tin100-equal-budget}; shift || true
 HEADS=${HEADS:-"deterministic mdn autoregressive flow flow_matching diffusion"}
 LRS=${LRS:-"1e-4 3e-4 1e-3"}
