@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from pjepa.config import Config, _coerce
+from pjepa.config import Config, coerce
 from pjepa.data import DATASETS
 from pjepa.errors import ConfigError
 from pjepa.heads import HEADS
@@ -133,9 +133,9 @@ def plugin_options(section: str, name: str, given: dict[str, Any]) -> dict[str, 
     out = {}
     for key, opt in declared.items():
         if key in given:
-            out[key] = _coerce(given[key], opt.type, f"{section}.options.{key}")
+            out[key] = coerce(given[key], opt.type, f"{section}.options.{key}")
         elif opt.default is not inspect.Parameter.empty:
-            out[key] = _coerce(opt.default, opt.type, f"{section}.options.{key}")
+            out[key] = coerce(opt.default, opt.type, f"{section}.options.{key}")
         else:
             raise ConfigError(f"{section}.options.{key} is required by {registry.kind} {name!r}")
     return out

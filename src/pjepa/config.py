@@ -202,7 +202,7 @@ MASK_OPTION_KEYS = ("num_targets", "target_scale", "target_aspect", "context_sca
 # --------------------------------------------------------------------------- coercion
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` converted to type ``tp``, or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -213,7 +213,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arm is type(None):
                 continue
             try:
-                return _coerce(value, arm, key)
+                return coerce(value, arm, key)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{key}={value!r} does not fit {tp}: " + "; ".join(errors))
@@ -225,12 +225,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key}={value!r} must be a list of {len(args)} values")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
     if origin is list:
         (arg,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}={value!r} must be a list")
-        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, collections.abc.Mapping) or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}={value!r} must be a mapping")
@@ -289,7 +289,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, data[name], key)
         else:
-            kwargs[name] = _coerce(data[name], tp, key)
+            kwargs[name] = coerce(data[name], tp, key)
     return cls(**kwargs)
 
 
