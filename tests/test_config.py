@@ -136,7 +136,7 @@ BAD = [
     ("head.name=gmm", "unknown head 'gmm'"),
     ("head.options.no_such_option=1", "head.options.no_such_option"),
     ("head.options.loss=l3", "head.options.loss='l3'"),
-    ("method.name=mae", "unknown method 'mae'"),
+    ("method.name=byol", "unknown method 'byol'"),
     ("method.options.target_norm=maybe", "method.options.target_norm='maybe'"),
     ("mask.name=grid", "unknown mask sampler 'grid'"),
     ("mask.options.num_targets=0", "mask.options ('multiblock' on a 8 x 8 grid): num_targets must be an int >= 1, got 0"),

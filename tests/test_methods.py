@@ -21,9 +21,22 @@ from pjepa.methods import METHODS, Batch, Method, Monitors, StepOutput, build_me
 from pjepa.models import ema_update
 
 
+#: Per-method overrides that keep the tiny model tiny (MAE's default decoder is 512 x 8).
+SIZES = {"mae": ["mask.name=random", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"]}
+#: Variants that take another code path: N-JEPA with shared modules, single-level noise, a probabilistic head.
+VARIANTS = {
+    "njepa-shared": ["method.name=njepa", "method.options={share_predictor: true, noise: single}"],
+    "njepa-token": ["method.name=njepa", "method.options={share_mask_token: true}"],
+    "njepa-mdn": ["method.name=njepa", "head.name=mdn"],
+    "mae-l1-pixels": ["method.name=mae", "method.options={loss: l1, norm_pix: false, decoder_dim: 16, "
+                      "decoder_depth: 1, decoder_heads: 2}", "mask.name=random"],
+}
+
+
 def tiny_method(name: str) -> Method:
     torch.manual_seed(0)
-    return build_method(check_config(load_config(SMOKE, TINY + [f"method.name={name}"])))
+    overrides = VARIANTS.get(name, [f"method.name={name}"] + SIZES.get(name, []))
+    return build_method(check_config(load_config(SMOKE, TINY + overrides)))
 
 
 def fake_batch(step: int, diagnostics: bool = False) -> Batch:
@@ -46,7 +59,7 @@ def run_steps(method: Method, opt: torch.optim.Optimizer, steps: range) -> list[
     return losses
 
 
-@pytest.fixture(params=METHODS.names())
+@pytest.fixture(params=METHODS.names() + list(VARIANTS))
 def name(request) -> str:
     return request.param
 

@@ -54,6 +54,9 @@ class PredictorHead(nn.Module, ABC):
 
     #: True when ``log_prob`` is an exact log-density.
     has_log_prob: bool = False
+    #: True when ``predict`` is differentiable (a loss may be put on the point estimate itself,
+    #: as N-JEPA's N-C term); iterative or sampled point estimates run under no_grad.
+    differentiable_predict: bool = False
 
     def __init__(self, cond_dim: int, embed_dim: int) -> None:
         super().__init__()

@@ -38,6 +38,8 @@ def covariance_loss(x: torch.Tensor) -> torch.Tensor:
 
 @HEADS.register("deterministic")
 class DeterministicHead(PredictorHead):
+    differentiable_predict = True
+
     def __init__(
         self,
         cond_dim: int,

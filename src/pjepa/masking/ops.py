@@ -69,3 +69,14 @@ def block_attention_mask(
     same_group = group.unsqueeze(1) == group.unsqueeze(0)  # (L, L)
     # A context row has group -1, so ``same_group`` only adds context keys to it.
     return to_context | same_group
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, p * p * C) patches in row-major grid order, each flattened as (p, p, C)
+    (MAE's layout; N = (H / p) * (W / p), the order of the encoder's patch tokens)."""
+    B, C, H, W = images.shape
+    p = patch_size
+    if H % p or W % p:
+        raise ValueError(f"patchify: image {H}x{W} is not a multiple of patch size {p}")
+    x = images.reshape(B, C, H // p, p, W // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(B, (H // p) * (W // p), p * p * C)

@@ -1,6 +1,6 @@
 """Methods compose encoders, masking, predictor trunk and head into a loss."""
 
-from pjepa.methods import ijepa  # noqa: F401  (registers "ijepa")
+from pjepa.methods import ijepa, mae, njepa  # noqa: F401  (register "ijepa", "mae", "njepa")
 from pjepa.methods.base import Batch, HeadMonitor, Method, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 

@@ -77,6 +77,9 @@ class Monitors:
 class Method(nn.Module, ABC):
     """Base class of every registered method. ``forward(batch)`` is ``training_step`` (so DDP can wrap it)."""
 
+    #: False for methods that do not use the ``head`` config (MAE): tables then show no head.
+    uses_head: bool = True
+
     @abstractmethod
     def training_step(self, batch: Batch) -> StepOutput:
         """The loss of one batch (and its metrics)."""

@@ -78,18 +78,19 @@ class IJEPA(Method):
 
     def head_inputs(
         self, images: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps 1-4: masks, targets y (B, M*Nt, D), context z (B, Nc, D), conditions h (B, M*Nt, Dp)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 1-4: conditions h (B, M*Nt, Dp), targets y (B, M*Nt, D), context z (B, Nc, D) and the
+        masks ctx_idx (B, Nc), tgt_idx (B, M, Nt) on the images' device."""
         masks = self.mask_sampler(images.shape[0], generator)
         ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nc)
         tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt)
         y = self.targets(images, tgt_idx.flatten(1))  # (B, M*Nt, D)
         z = self.encoder(images, ctx_idx)  # (B, Nc, D)
         h = self.predictor(z, ctx_idx, tgt_idx)  # (B, M*Nt, Dp)
-        return h, y, z, tgt_idx
+        return h, y, z, ctx_idx, tgt_idx
 
     def training_step(self, batch: Batch) -> StepOutput:
-        h, y, z, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
+        h, y, z, _, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
         loss, diag = self.head.loss(h, y, batch.noise_generator)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
         metrics["mask/num_context"] = float(z.shape[1])
@@ -104,7 +105,7 @@ class IJEPA(Method):
 
     def head_conditions(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) -> (h (B, T, Dp), y (B, T, D)): the head's inputs and targets under fresh masks."""
-        h, y, _, _ = self.head_inputs(images, generator)
+        h, y, _, _, _ = self.head_inputs(images, generator)
         return h, y
 
     def ema_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

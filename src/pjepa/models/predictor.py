@@ -54,13 +54,28 @@ class PredictorTrunk(nn.Module):
             x = block(x, attn_mask)
         return self.norm(x)
 
-    def forward(self, ctx: torch.Tensor, ctx_idx: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
+    def target_positions(self, tgt_idx: torch.Tensor) -> torch.Tensor:
+        """(B, M, Nt) target patch indices -> (B, M * Nt, Dp) their fixed sin-cos position embeddings."""
+        B, M, Nt = tgt_idx.shape
+        return apply_masks(self.pos_embed.expand(B, -1, -1), tgt_idx.reshape(B, M * Nt))
+
+    def forward(
+        self,
+        ctx: torch.Tensor,
+        ctx_idx: torch.Tensor,
+        tgt_idx: torch.Tensor,
+        tgt_pos: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predict conditioning vectors for every target token.
 
         Args:
             ctx: (B, Nc, D) context-encoder tokens.
             ctx_idx: (B, Nc) their patch indices.
             tgt_idx: (B, M, Nt) patch indices of M target blocks.
+            tgt_pos: (B, M * Nt, Dp) position embeddings of the target queries in place of
+                ``target_positions(tgt_idx)`` (N-JEPA passes noisy ones); None = the clean ones.
+            mask_token: (1, 1, Dp) in place of this trunk's own (N-JEPA's shared-token option).
         Returns:
             h: (B, M * Nt, Dp), block-major (block 0's tokens first).
         """
@@ -68,7 +83,9 @@ class PredictorTrunk(nn.Module):
         Nc = ctx.shape[1]
         pos = self.pos_embed.expand(B, -1, -1)  # (B, N, Dp)
         z = self.embed(ctx) + apply_masks(pos, ctx_idx)  # (B, Nc, Dp)
-        queries = self.mask_token + apply_masks(pos, tgt_idx.reshape(B, M * Nt))  # (B, M*Nt, Dp)
+        if tgt_pos is None:
+            tgt_pos = self.target_positions(tgt_idx)
+        queries = (self.mask_token if mask_token is None else mask_token) + tgt_pos  # (B, M*Nt, Dp)
         if self.layout == "joint":
             mask = block_attention_mask(Nc, M, Nt, device=ctx.device)  # (L, L)
             out = self._run(torch.cat([z, queries], dim=1), mask)

@@ -32,20 +32,31 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): zero a residual branch for a random ``rate`` of the samples
+    and rescale the rest by 1 / (1 - rate), so the expectation is unchanged. (B, ...) -> (B, ...)."""
+    if rate <= 0.0 or not training:
+        return x
+    keep = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype) >= rate
+    return x * keep / (1.0 - rate)
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); each branch dropped per
+    sample with probability ``drop_path`` while training (stochastic depth, fine-tuning only)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
+        self.drop_rate = drop_path
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), attn_mask)
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x), attn_mask), self.drop_rate, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_rate, self.training)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -66,10 +77,17 @@ class VisionTransformer(nn.Module):
         img_size: square input resolution in pixels.
         patch_size: square patch side; ``img_size`` must be a multiple.
         embed_dim, depth, num_heads, mlp_ratio: the usual ViT sizes.
+        drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first
+            (fine-tuning; pretraining uses 0).
+
+    ``pos_embed`` (1, N, D) is a buffer saved with the weights: it is the fixed 2-D sin-cos
+    embedding of ``models.pos_embed`` unless weights imported from elsewhere (the official
+    I-JEPA and MAE order the sin-cos halves the other way round) bring their own.
     """
 
     def __init__(
-        self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0
+        self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if img_size % patch_size != 0:
@@ -81,10 +99,9 @@ class VisionTransformer(nn.Module):
         self.num_patches = self.grid_size**2
         self.embed_dim = embed_dim
         self.patch_embed = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.register_buffer(
-            "pos_embed", sincos_2d(embed_dim, self.grid_size, self.grid_size)[None], persistent=False
-        )  # (1, N, D)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.register_buffer("pos_embed", sincos_2d(embed_dim, self.grid_size, self.grid_size)[None])  # (1, N, D)
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.apply(init_weights)
         # Rescale each residual branch's output layer by depth (I-JEPA's fix_init_weight).

@@ -83,7 +83,15 @@ def load_checkpoint(ckpt_root: Path, name: str, map_location: str | torch.device
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    """``module.load_state_dict(weights)``, with an error that says what to check."""
+    """``module.load_state_dict(weights)``, with an error that says what to check.
+
+    Checkpoints written before encoders saved their position embedding (0.1) lack the
+    ``*pos_embed`` buffers; those keep the fixed sin-cos values the run trained with.
+    """
+    expected = module.state_dict()
+    legacy = {k for k in expected if k.endswith("pos_embed") and k not in weights}
+    if legacy:
+        weights = {**weights, **{k: expected[k] for k in legacy}}
     try:
         module.load_state_dict(weights)
     except RuntimeError as e:
