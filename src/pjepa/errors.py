@@ -19,3 +19,7 @@ class DataError(PJepaError, ValueError):
 
 class CheckpointError(PJepaError, ValueError):
     """A checkpoint or run directory is missing, corrupt or incompatible."""
+
+
+class WeightsError(PJepaError, ValueError):
+    """An encoder weights file, its architecture JSON or an official checkpoint is missing or does not fit."""

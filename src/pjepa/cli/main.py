@@ -5,6 +5,8 @@
     pjepa eval PROTOCOL --run DIR ...       (protocols: pjepa.eval.protocols, one file each)
     pjepa table RUN_DIR... [--format md|csv|both] [--csv FILE]
     pjepa presets
+    pjepa export --run DIR --out FILE [--encoder target|context] [--checkpoint last|best]
+    pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
 """
 
 from __future__ import annotations
@@ -44,12 +46,31 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the CSV to FILE")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a run's encoder as timm-layout safetensors (+ FILE.json architecture)")
+    p.add_argument("--run", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="e.g. encoder.safetensors")
+    p.add_argument("--encoder", choices=["target", "context"], default="target")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert an official I-JEPA / MAE checkpoint to timm-layout safetensors")
+    p.add_argument("--from", dest="src", type=Path, required=True, metavar="FILE", help="official .pth / .pth.tar")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="e.g. encoder.safetensors")
+    p.add_argument("--kind", choices=["auto", "ijepa", "mae"], default="auto")
+    p.add_argument("--encoder", choices=["target", "context"], default="target", help="I-JEPA only")
+    p.add_argument("--num-heads", type=int, help="attention heads (default: the standard ViT size's, else width // 64)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pjepa", description="Joint-Embedding Predictive Architectures")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
     _add_table(sub)
+    _add_export(sub)
+    _add_import(sub)
     sub.add_parser("presets", help="list the built-in presets (usable as --config NAME)")
     return parser
 
@@ -116,7 +137,31 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "table": cmd_table, "presets": cmd_presets}
+def _print_written(path: Path) -> None:
+    from pjepa.models.timm_format import describe, read_architecture, read_timm_file
+
+    print(f"wrote {path} ({len(read_timm_file(path))} tensors, timm keys) and {path.with_suffix('.json')}: "
+          f"{describe(read_architecture(path))}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pjepa.methods.weights import export_run_encoder
+
+    _print_written(export_run_encoder(args.run, args.out, encoder=args.encoder, checkpoint=args.checkpoint))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pjepa.methods.weights import import_official
+
+    _print_written(import_official(args.src, args.out, kind=args.kind, which=args.encoder, num_heads=args.num_heads))
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train, "eval": cmd_eval, "table": cmd_table, "presets": cmd_presets,
+    "export": cmd_export, "import": cmd_import,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
