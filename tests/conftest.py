@@ -57,3 +57,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny I-JEPA run (2 steps) on the tiny synthetic data: for the protocols, export and table."""
+    from pjepa.config import load_config
+    from pjepa.train.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_config(SMOKE, TINY + ["train.max_steps=2", "train.eval_every=0"]), run)
+    finally:
+        torch.set_num_threads(before)
+    return run

@@ -21,8 +21,9 @@ from pjepa.methods import METHODS, Batch, Method, Monitors, StepOutput, build_me
 from pjepa.models import ema_update
 
 
-#: Per-method overrides that keep the tiny model tiny (MAE's default decoder is 512 x 8).
-SIZES = {"mae": ["mask.name=random", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"]}
+#: Per-method overrides: keep the tiny model tiny (MAE's default decoder is 512 x 8), give what is required.
+SIZES = {"mae": ["mask.name=random", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"],
+         "finetune": ["method.options={num_classes: 4}"]}
 #: Variants that take another code path: N-JEPA with shared modules, single-level noise, a probabilistic head.
 VARIANTS = {
     "njepa-shared": ["method.name=njepa", "method.options={share_predictor: true, noise: single}"],
@@ -95,7 +96,7 @@ def test_ema_pairs_line_up_and_move_the_targets(name):
 
 
 def test_monitors_and_feature_encoder_give_what_evaluation_needs(name):
-    method = tiny_method(name)
+    method = tiny_method(name).eval()  # evaluation's mode (a fine-tune's drop-path is off)
     mon = method.monitors()
     assert isinstance(mon, Monitors)
     images = torch.randn(2, 3, 24, 24)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pjepa.train import schedules as S
+from pjepa import schedules as S
 
 
 def test_learning_rate_warmup_then_cosine():

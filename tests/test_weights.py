@@ -223,19 +223,6 @@ def test_a_bad_architecture_names_the_key():
         build_encoder_from({**arch, "num_heads": 3})
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from pjepa.config import load_config
-    from pjepa.train.loop import train
-
-    run = tmp_path_factory.mktemp("runs") / "run"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(load_config(SMOKE, TINY + ["train.max_steps=2", "train.eval_every=0"]), run)
-    finally:
-        torch.set_num_threads(before)
-    return run
 
 
 @pytest.mark.parametrize("which", ["target", "context"])

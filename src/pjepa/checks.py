@@ -145,7 +145,7 @@ def _build_on_meta(cfg: Config) -> None:
     """Build the method (encoders, trunk, head, mask sampler) without memory: runs every plug-in's own checks."""
     try:
         with torch.device("meta"):
-            build_method(cfg)
+            build_method(cfg, init=False)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
@@ -159,6 +159,20 @@ def _check_mask_options(cfg: Config) -> None:
         build_mask_sampler(cfg.mask.name, grid, cfg.mask.options)
     except ConfigError as e:
         raise ConfigError(f"mask.options ({cfg.mask.name!r} on a {grid} x {grid} grid): {e}") from None
+
+
+def _check_init(cfg: Config) -> None:
+    """model.init names an encoder file and its architecture JSON (their contents are checked on loading)."""
+    if not cfg.model.init:
+        return
+    from pathlib import Path
+
+    from pjepa.methods import expand_path
+
+    path = Path(expand_path(cfg.model.init))
+    for p in (path, path.with_suffix(".json")):
+        _require(p.is_file(), "model.init", cfg.model.init,
+                 f"{p} is not a file; give a file written by `pjepa export` or `pjepa import` (with its .json)")
 
 
 CHECKS: tuple[Callable[[Config], None], ...] = (_check_data, _check_model, _check_optim, _check_train, _check_eval)
@@ -176,6 +190,7 @@ def check_config(cfg: Config, build: bool = True) -> Config:
         sec = getattr(cfg, section)
         sec.options = plugin_options(section, sec.name, sec.options)
     _check_mask_options(cfg)
+    _check_init(cfg)
     if build:
         _build_on_meta(cfg)
     return cfg

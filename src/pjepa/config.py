@@ -79,6 +79,9 @@ class ModelConfig:
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    # Start the encoders from this file (written by `pjepa export` / `pjepa import`: timm-layout
+    # safetensors + JSON) instead of a random initialisation; None = random.
+    init: Optional[str] = None
 
 
 @dataclass

@@ -113,6 +113,15 @@ class Method(nn.Module, ABC):
         """What periodic evaluation rates; nothing by default."""
         return Monitors()
 
+    def init_encoders(self) -> list[nn.Module]:
+        """The encoders ``model.init`` loads its weights into (default: the context and target encoders)."""
+        out: list[nn.Module] = []
+        for which in ("context", "target"):
+            encoder = self.feature_encoder(which)
+            if all(encoder is not e for e in out):
+                out.append(encoder)
+        return out
+
     @abstractmethod
     def feature_encoder(self, which: str = "target") -> nn.Module:
         """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation, with

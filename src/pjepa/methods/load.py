@@ -12,7 +12,7 @@ def load_run_method(run: Run, checkpoint: str = "last", random_init: bool = Fals
     from the run's seed without training (``random_init``: the untrained-encoder baseline, step 0)."""
     cfg = run.config
     seed_everything(cfg.train.seed)
-    method = build_method(cfg)
+    method = build_method(cfg, init=False)  # the checkpoint's weights, or (random_init) none
     if random_init:
         return method, 0
     weights, state = run.load_checkpoint(checkpoint)

@@ -23,8 +23,8 @@ from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import knn_evaluate, require_labels
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
-from pjepa.methods.load import load_run_method
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
+from pjepa.eval.sources import Source, load_encoder_for
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -38,12 +38,12 @@ def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.
     return ds.images[idx], ds.labels[idx]
 
 
-def _encoder_features(run: Run, which: str, random_init: bool, checkpoint: str, images, device, layers, progress):
+def _encoder_features(run: Run, source: Source, images, device, layers: int, progress: bool):
     """Features of the bank and query images, and the step of the weights used."""
     cfg = run.config
     mean, std = run.stats()
-    method, step = load_run_method(run, checkpoint, random_init)
-    encoder = method.feature_encoder(which).to(device)
+    encoder, step, _ = load_encoder_for(run, source)
+    encoder.to(device)
     amp = torch.bfloat16 if device.type == "cuda" else None
     feats = [extract_features(encoder, x, cfg.data.image_size, mean, std, device, cfg.eval.batch_size, amp,
                               progress=progress, desc=f"features ({name})", layers=layers)
@@ -62,6 +62,7 @@ def evaluate_knn(
     split: str = "eval",
     layers: int = 1,
     progress: bool = True,
+    weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_context][_val][_lastN].json``.
 
@@ -72,9 +73,9 @@ def evaluate_knn(
         train_limit / eval_limit: seeded random subsets of the bank / queries (0 = all).
         split: "eval" (the reported split, ``data.eval_split``) or "val" (the validation split).
         layers: mean-pooled features of the last ``layers`` layers, concatenated.
+        weights: rate this encoder file (``pjepa export`` / ``import``) on the run's data instead.
     """
-    if baseline not in (None, "random-init", "pixels"):
-        raise ConfigError(f"baseline {baseline!r}: choose random-init or pixels")
+    source = Source(encoder, checkpoint, baseline, Path(weights) if weights is not None else None)
     if split not in ("eval", "val"):
         raise ConfigError(f"--split {split!r}: choose eval (the reported split) or val (the validation split)")
     run = Run(run_dir)
@@ -91,22 +92,22 @@ def evaluate_knn(
         mean, std = run.stats()
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:
-        feats, step = _encoder_features(run, encoder, baseline == "random-init", checkpoint, (xb, xq), dev, layers,
-                                        progress)
+        feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         which = encoder
     votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
                          k=cfg.eval.k, temperature=cfg.eval.temperature)
     result = {
         "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
         "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
-        "encoder": which, "baseline": baseline, "checkpoint": None if baseline else checkpoint,
+        "encoder": which, "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
+        "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
         "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }
     # One file per (features, split, layers): a context-encoder or validation result never overwrites knn.json.
-    name = "knn" + (f"_{baseline.replace('-', '_')}" if baseline else "") + ("_context" if which == "context" else "")
+    name = "knn" + source.suffix
     name += ("_val" if split == "val" else "") + (f"_last{layers}" if layers > 1 and which != "pixels" else "")
     result["path"] = str(run.write_eval(name, result))
     return result
@@ -114,10 +115,7 @@ def evaluate_knn(
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--encoder", choices=["target", "context"], default="target")
-    base = p.add_mutually_exclusive_group()
-    base.add_argument("--random-init", action="store_true", help="baseline: the same architecture, untrained")
-    base.add_argument("--pixels", action="store_true", help="baseline: raw normalised pixels")
+    add_source_arguments(p)
     p.add_argument("--split", choices=["eval", "val"], default="eval",
                    help="queries: the reported split (data.eval_split) or the validation split (for choices)")
     p.add_argument("--layers", type=int, default=1, help="concatenate the mean-pooled last N layers")
@@ -129,8 +127,8 @@ def _run(args: argparse.Namespace) -> list[str]:
     baseline = "random-init" if args.random_init else "pixels" if args.pixels else None
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
-                     split=args.split, layers=args.layers)
-    what = "raw pixels" if baseline == "pixels" else f"{r['encoder']} encoder" + (", untrained" if baseline else "")
+                     split=args.split, layers=args.layers, weights=args.weights)
+    what = source_of(args).describe()
     return [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
             f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
             f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",

@@ -1,0 +1,90 @@
+"""``pjepa eval linear --run DIR``: linear probes on frozen features, written to DIR/eval/linear*.json.
+
+Features (extracted once, cached): the mean-pooled last layer, and the last 4 layers
+concatenated (the encoder's depth if shallower). For each, a grid of learning rates x
+weight decays is trained in one pass on the bank split (the labelled training split minus
+validation), the probe is chosen on the validation split, and the reported split is scored
+once (``pjepa.eval.linear``). ``top1`` of the result is the last-layer probe's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from pjepa.eval.linear import linear_probe
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
+from pjepa.eval.sources import Source, labelled_splits, split_features
+from pjepa.runs import Run, resolve_device
+
+
+def feature_views(feats: dict, layers: int, pixels: bool) -> dict[str, dict]:
+    """{"last": ..., "last<layers>": ...} column views of (N, layers * D) features ({"pixels": ...} for pixels)."""
+    if pixels:
+        return {"pixels": feats}
+    width = feats["bank"][0].shape[1] // layers
+    views = {"last": {k: (x[:, -width:], y) for k, (x, y) in feats.items()}}
+    if layers > 1:
+        views[f"last{layers}"] = feats
+    return views
+
+
+def probe_layers(run: Run, source: Source) -> int:
+    """The last 4 layers, or all of a shallower encoder."""
+    if source.baseline == "pixels":
+        return 1
+    depth = run.config.model.encoder.depth if source.weights is None else _file_depth(source.weights)
+    return min(4, depth)
+
+
+def _file_depth(path: Path) -> int:
+    from pjepa.models.timm_format import read_architecture
+
+    return int(read_architecture(path)["depth"])
+
+
+def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: str = "auto", epochs: int = 50,
+                    progress: bool = True) -> dict[str, Any]:
+    run = Run(run_dir)
+    source = source or Source()
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    layers = probe_layers(run, source)
+    feats, step = split_features(run, source, dev, layers, progress)
+    num_classes = labelled_splits(run)["bank"].num_classes
+    probes = {name: linear_probe(v["bank"], v["val"], v["eval"], num_classes, epochs=epochs, seed=run.config.train.seed)
+              for name, v in feature_views(feats, layers, source.baseline == "pixels").items()}
+    primary = probes.get("last", probes.get("pixels"))
+    result = {
+        "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
+        "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(), "layers": layers,
+        "epochs": epochs, "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
+        "n_train": int(feats["bank"][0].shape[0]), "n_val": int(feats["val"][0].shape[0]),
+        "n_eval": int(feats["eval"][0].shape[0]), "step": step, "chosen_on": "validation split",
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    result["path"] = str(run.write_eval("linear" + source.suffix, result))
+    return result
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    add_source_arguments(p)
+    p.add_argument("--epochs", type=int, default=50, help="epochs over the cached features")
+
+
+def _run(args: argparse.Namespace) -> list[str]:
+    r = evaluate_linear(args.run, source_of(args), args.device, args.epochs)
+    lines = []
+    for name, probe in r["probes"].items():
+        lines.append(f"linear probe ({r['features']}, {name}; {r['dataset']} {r['split']}: {r['n_train']} train / "
+                     f"{r['n_val']} val / {r['n_eval']} eval, step {r['step']}): top-1 {probe['top1']:.2f}%  "
+                     f"top-5 {probe['top5']:.2f}%  macro-F1 {probe['macro_f1']:.2f}%  (lr {probe['lr']:g}, "
+                     f"wd {probe['weight_decay']:g} chosen on val: {probe['val_top1']:.2f}%)")
+    return lines + [f"wrote {r['path']}"]
+
+
+register(Protocol("linear", "linear probes (last layer, last 4 layers) on frozen features; grid chosen on val",
+                  _add_arguments, _run))

@@ -1,0 +1,108 @@
+"""Which features a protocol rates, extracted once per run and cached.
+
+A ``Source`` names them: the run's encoder at a checkpoint (target or context), the same
+architecture untrained (``random-init``, built from the run's seed), an encoder file written
+by ``pjepa export`` / ``pjepa import`` (``weights``), or raw pixels. ``split_features`` gives
+the (features, labels) of the three splits every protocol uses: ``bank`` (the labelled
+training split minus validation: probes train here), ``val`` (choices) and ``eval`` (the
+reported split). Encoder features (mean-pooled last ``layers`` layers, concatenated) are
+cached in ``RUN/eval/cache/`` under a name holding the checkpoint's step, so the linear and
+low-shot protocols extract them once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from pjepa.data import ImageDataset, splits_for
+from pjepa.errors import ConfigError
+from pjepa.eval.features import extract_features, pixel_features
+from pjepa.eval.knn import require_labels
+from pjepa.methods.load import load_run_method
+from pjepa.models.timm_format import load_encoder
+from pjepa.runs import Run
+
+SPLITS = ("bank", "val", "eval")
+Features = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """encoder: "target" | "context"; baseline: None | "random-init" | "pixels"; weights: an encoder file."""
+
+    encoder: str = "target"
+    checkpoint: str = "last"
+    baseline: str | None = None
+    weights: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.baseline not in (None, "random-init", "pixels"):
+            raise ConfigError(f"baseline {self.baseline!r}: choose random-init or pixels")
+        if self.weights is not None and self.baseline is not None:
+            raise ConfigError("--weights and a baseline (--random-init / --pixels) exclude each other")
+
+    @property
+    def suffix(self) -> str:
+        """The result-file suffix: '' for the run's own target encoder, else what differs."""
+        s = f"_{self.baseline.replace('-', '_')}" if self.baseline else ""
+        s += f"_weights-{self.weights.stem}" if self.weights is not None else ""
+        s += "_context" if self.encoder == "context" and self.baseline != "pixels" else ""
+        return s
+
+    def describe(self) -> str:
+        if self.baseline == "pixels":
+            return "raw pixels"
+        if self.weights is not None:
+            return f"encoder file {self.weights}"
+        return f"{self.encoder} encoder" + (", untrained" if self.baseline else f" ({self.checkpoint})")
+
+
+def load_encoder_for(run: Run, source: Source) -> tuple[nn.Module, int, str]:
+    """(encoder, step, cache tag) of a non-pixel source."""
+    if source.weights is not None:
+        encoder = load_encoder(source.weights)
+        if encoder.grid_size * encoder.patch_embed.kernel_size[0] != run.config.data.image_size:
+            raise ConfigError(f"{source.weights} encodes {encoder.grid_size * encoder.patch_embed.kernel_size[0]} px "
+                              f"images but {run.path} uses data.image_size={run.config.data.image_size}")
+        return encoder, 0, f"weights-{source.weights.stem}"
+    method, step = load_run_method(run, source.checkpoint, source.baseline == "random-init")
+    encoder = method.feature_encoder(source.encoder)
+    tag = "random_init" if source.baseline else f"{source.encoder}-{source.checkpoint}-step{step}"
+    return encoder, step, tag
+
+
+def labelled_splits(run: Run) -> dict[str, ImageDataset]:
+    splits = splits_for(run.config)
+    out = {"bank": splits.bank, "val": splits.val, "eval": splits.eval}
+    for name, ds in out.items():
+        require_labels(ds, {"bank": "data.bank_split", "val": "data.val_fraction", "eval": "data.eval_split"}[name])
+    return out
+
+
+def split_features(run: Run, source: Source, device: torch.device, layers: int = 1,
+                   progress: bool = True) -> tuple[Features, int]:
+    """({split: (features (N, F), labels (N,))}, step) for bank, val and eval; encoder features cached."""
+    cfg, data = run.config, labelled_splits(run)
+    mean, std = run.stats()
+    if source.baseline == "pixels":
+        feats = {k: (pixel_features(ds.images, cfg.data.image_size, mean, std), ds.labels) for k, ds in data.items()}
+        return feats, 0
+    encoder, step, tag = load_encoder_for(run, source)
+    path = run.path / "eval" / "cache" / f"features_{tag}_last{layers}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True), step
+    encoder.to(device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    feats = {k: (extract_features(encoder, ds.images, cfg.data.image_size, mean, std, device, cfg.eval.batch_size,
+                                  amp, progress=progress, desc=f"features ({k})", layers=layers), ds.labels)
+             for k, ds in data.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(feats, tmp)
+    os.replace(tmp, path)
+    return feats, step

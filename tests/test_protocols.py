@@ -1,0 +1,189 @@
+"""The evaluation suite: linear probe, low-shot, fine-tune, classification report, model.init."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import SMOKE, TINY
+from pjepa.checks import check_config
+from pjepa.cli.main import main
+from pjepa.config import load_config
+from pjepa.errors import ConfigError
+from pjepa.eval.classification import classification_metrics, confusion_matrix, macro_f1
+from pjepa.eval.linear import choose, linear_probe, train_probes
+from pjepa.methods import build_method
+from pjepa.methods.finetune import FineTune
+
+
+def blobs(n: int, d: int, c: int, seed: int, separable: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    x = torch.randn(n, d, generator=g)
+    if separable:
+        centres = torch.randn(c, d, generator=torch.Generator().manual_seed(99)) * 4
+        x = x + centres[y]
+    return x, y
+
+
+def test_the_probe_separates_linearly_separable_features(one_thread):
+    train, val, test = blobs(2000, 32, 10, 0), blobs(500, 32, 10, 1), blobs(1000, 32, 10, 2)
+    r = linear_probe(train, val, test, 10, epochs=10)
+    assert r["top1"] >= 99.0
+
+
+def test_the_probe_stays_at_chance_on_random_labels(one_thread):
+    """Labels independent of the features: top-1 within 3 standard errors of 1/C."""
+    train, val = blobs(2000, 32, 10, 0, separable=False), blobs(500, 32, 10, 1, separable=False)
+    n = 4000
+    test = blobs(n, 32, 10, 2, separable=False)
+    r = linear_probe(train, val, test, 10, epochs=10)
+    p = 0.1
+    assert abs(r["top1"] / 100 - p) <= 3 * math.sqrt(p * (1 - p) / n)
+
+
+def test_the_grid_choice_reads_only_the_validation_split(one_thread):
+    train, val = blobs(600, 16, 4, 0), blobs(200, 16, 4, 1)
+    test_a, test_b = blobs(300, 16, 4, 2), blobs(300, 16, 4, 3)
+    scrambled = (test_a[0], test_a[1][torch.randperm(300, generator=torch.Generator().manual_seed(0))])
+    runs = [linear_probe(train, val, t, 4, epochs=3) for t in (test_a, test_b, scrambled)]
+    assert len({(r["lr"], r["weight_decay"]) for r in runs}) == 1
+    assert runs[0]["grid"] == runs[1]["grid"] == runs[2]["grid"]
+    # and it is the validation argmax (first on ties)
+    accs = [g["val_top1"] for g in runs[0]["grid"]]
+    assert runs[0]["val_top1"] == max(accs)
+    assert accs.index(max(accs)) == [(g["lr"], g["weight_decay"]) for g in runs[0]["grid"]].index(
+        (runs[0]["lr"], runs[0]["weight_decay"]))
+
+
+def test_every_grid_point_trains_independently(one_thread):
+    """A probe's weights do not depend on which other settings share the pass."""
+    x, y = blobs(256, 8, 3, 0)
+    alone = train_probes(x, y, 3, lrs=(0.1,), wds=(1e-3,), epochs=2)
+    joint = train_probes(x, y, 3, lrs=(0.01, 0.1), wds=(0.0, 1e-3), epochs=2)
+    assert torch.allclose(alone.weight[0], joint.weight[3], atol=1e-6)
+    assert choose(alone, x, y)[0] == 0
+
+
+def test_classification_report_worked_example():
+    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [3.0, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    labels = torch.tensor([0, 1, 1, 1])  # predictions 0, 1, 0, 2
+    r = classification_metrics(scores, labels, 3)
+    assert r["top1"] == 50.0 and r["top5"] == 100.0
+    assert r["confusion"] == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
+    assert r["per_class_accuracy"] == [100.0, 33.333, 0.0]
+    # F1: class 0: 2*1/(2+1+0) = 2/3; class 1: 2*1/(2+0+2) = 1/2; class 2: 0
+    assert r["macro_f1"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 0) / 3)
+    assert r["predictions"] == [0, 1, 0, 2] and r["labels"] == [0, 1, 1, 1]
+    assert macro_f1(confusion_matrix(labels, labels, 3)) == pytest.approx(100 * 2 / 3)  # class 2 absent
+
+
+def test_linear_and_lowshot_protocols_write_their_reports(tiny_run, capsys, one_thread):
+    assert main(["eval", "linear", "--run", str(tiny_run), "--epochs", "2"]) == 0
+    r = json.loads((tiny_run / "eval" / "linear.json").read_text())
+    assert set(r["probes"]) == {"last", "last2"}  # the tiny encoder has 2 layers
+    assert r["chosen_on"] == "validation split" and len(r["probes"]["last"]["labels"]) == r["n_eval"]
+    assert list((tiny_run / "eval" / "cache").glob("features_target-last-step2_last2.pt"))
+    assert main(["eval", "lowshot", "--run", str(tiny_run), "--fractions", "0.5", "--seeds", "2"]) == 0
+    low = json.loads((tiny_run / "eval" / "lowshot.json").read_text())
+    f = low["fractions"]["0.5"]
+    assert len(f["top1"]) == 2 and f["top1_mean"] == pytest.approx(sum(f["top1"]) / 2)
+    assert "hold-out" in low["chosen_on"] and "hold-out" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "finetune", "--run", str(tiny_run), "--pixels"])  # no such flag: pixels have no fine-tune
+    assert main(["eval", "lowshot", "--run", str(tiny_run), "--fractions", "0.01"]) == 2  # no hold-out left
+
+
+def test_pixel_and_random_init_baselines_have_their_own_files(tiny_run, one_thread):
+    assert main(["eval", "linear", "--run", str(tiny_run), "--pixels", "--epochs", "1"]) == 0
+    assert main(["eval", "linear", "--run", str(tiny_run), "--random-init", "--epochs", "1"]) == 0
+    r = json.loads((tiny_run / "eval" / "linear_pixels.json").read_text())
+    assert set(r["probes"]) == {"pixels"} and r["features"] == "raw pixels"
+    assert (tiny_run / "eval" / "linear_random_init.json").exists()
+
+
+def test_finetune_protocol_trains_and_labels_from_scratch(tiny_run, one_thread):
+    assert main(["eval", "finetune", "--run", str(tiny_run), "--epochs", "1", "--batch-size", "32"]) == 0
+    r = json.loads((tiny_run / "eval" / "finetune.json").read_text())
+    assert r["best_epoch"] == 1 and len(r["predictions"]) == r["n_eval"] and r["step"] == 2
+    assert r["protocol"].startswith("fine-tune of the target encoder")
+    assert main(["eval", "finetune", "--run", str(tiny_run), "--random-init", "--epochs", "1",
+                 "--batch-size", "32"]) == 0
+    scratch = json.loads((tiny_run / "eval" / "finetune_random_init.json").read_text())
+    assert scratch["protocol"].startswith("supervised training from scratch")
+
+
+def test_layerwise_lr_decay_follows_depth():
+    cfg = check_config(load_config(SMOKE, TINY + ["method.name=finetune", "method.options={num_classes: 4}"]))
+    m = build_method(cfg)
+    assert isinstance(m, FineTune)
+    depth = len(m.encoder.blocks)  # 2
+    scale = {id(p): g["lr_scale"] for g in m.param_groups() for p in g["params"]}
+    assert scale[id(m.classifier.weight)] == 1.0
+    assert scale[id(m.encoder.blocks[depth - 1].attn.qkv.weight)] == pytest.approx(0.75)
+    assert scale[id(m.encoder.blocks[0].attn.qkv.weight)] == pytest.approx(0.75**2)
+    assert scale[id(m.encoder.patch_embed.weight)] == pytest.approx(0.75 ** (depth + 1))
+    wd = {id(p): g["wd_scale"] for g in m.param_groups() for p in g["params"]}
+    assert wd[id(m.classifier.bias)] == 0.0 and wd[id(m.classifier.weight)] == 1.0
+
+
+def test_model_init_starts_the_encoders_from_a_file(tiny_run, tmp_path):
+    out = tmp_path / "enc.safetensors"
+    assert main(["export", "--run", str(tiny_run), "--out", str(out)]) == 0
+    cfg = check_config(load_config(SMOKE, TINY + [f"model.init={out}"]))
+    method = build_method(cfg)
+    ref = build_method(check_config(load_config(tiny_run / "config.yaml")), init=False)
+    from pjepa.runs import Run, load_weights_into
+
+    load_weights_into(ref, Run(tiny_run).load_checkpoint("last")[0], tiny_run)
+    x = torch.randn(2, 3, 24, 24)
+    for enc in (method.encoder, method.target_encoder):
+        assert torch.equal(enc.eval()(x), ref.target_encoder.eval()(x))
+    with pytest.raises(ConfigError, match="model.init"):
+        check_config(load_config(SMOKE, TINY + [f"model.init={tmp_path / 'missing.safetensors'}"]))
+
+
+def test_knn_rates_an_encoder_file(tiny_run, tmp_path):
+    out = tmp_path / "enc.safetensors"
+    main(["export", "--run", str(tiny_run), "--out", str(out)])
+    assert main(["eval", "knn", "--run", str(tiny_run), "--weights", str(out)]) == 0
+    by_file = json.loads((tiny_run / "eval" / "knn_weights-enc.json").read_text())
+    assert main(["eval", "knn", "--run", str(tiny_run)]) == 0
+    own = json.loads((tiny_run / "eval" / "knn.json").read_text())
+    assert by_file["top1"] == own["top1"]
+
+
+def _copy_run(src, dst, seed: int, knn: float, **cfg_edits):
+    import shutil
+
+    import yaml
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("eval"))  # only the results written below
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    cfg["train"]["seed"] = seed
+    for key, value in cfg_edits.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = {"top1_weighted": knn, "top1_majority": knn - 1, "top1": knn, "n_train": 1, "n_eval": 1}
+    (dst / "eval").mkdir(exist_ok=True)
+    (dst / "eval" / "knn.json").write_text(json.dumps(res))
+    (dst / "eval" / "knn_pixels.json").write_text(json.dumps(res | {"top1_weighted": 50.0, "top1_majority": 49.0}))
+
+
+def test_table_groups_runs_that_differ_only_in_seed(tiny_run, tmp_path):
+    from pjepa.eval.table import table_rows, to_csv, to_markdown
+
+    _copy_run(tiny_run, tmp_path / "a_s0", 0, 40.0)
+    _copy_run(tiny_run, tmp_path / "a_s1", 1, 44.0)
+    _copy_run(tiny_run, tmp_path / "b_s0", 0, 30.0, optim__lr=0.5)  # another config: its own row
+    rows = table_rows([tmp_path / "a_s0", tmp_path / "a_s1", tmp_path / "b_s0"])
+    assert [r["n"] for r in rows] == [2, 1, 3]  # two groups, then one pixel-baseline row over all three runs
+    assert rows[0]["run"] == "a_s*" and rows[0]["knn"] == 42.0 and rows[0]["knn_std"] == pytest.approx(2 * 2**0.5) and rows[0]["seeds"] == "0,1"
+    assert rows[1]["knn"] == 30.0 and rows[1]["knn_std"] is None
+    assert rows[2]["run"] == "(raw pixels)" and rows[2]["knn"] == 50.0 and rows[2]["knn_std"] == 0.0
+    assert "42.00 ± 2.83" in to_markdown(rows)
+    assert to_csv(rows).splitlines()[0].startswith("run,n,seeds,method,head,epochs")
