@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import SMOKE, TINY
 from pjepa.cli.main import main
 from pjepa.errors import WeightsError
 from pjepa.models import VisionTransformer
