@@ -32,15 +32,16 @@ evaluate() {
     [ -f "$dir/eval/lowshot.json" ] || "$PJEPA" eval lowshot --run "$dir"
     [ -f "$dir/eval/finetune.json" ] || "$PJEPA" eval finetune --run "$dir" --epochs "$FT_EPOCHS"
   done
-  for seed in $SEEDS; do  # baselines on the I-JEPA runs' data and seeds (one per seed)
+  for seed in $SEEDS; do  # baselines on the I-JEPA runs' data and seeds (untrained: one per seed)
     dir="$OUT/ijepa_s$seed"
-    [ -f "$dir/eval/knn_random_init.json" ] || "$PJEPA" eval knn --run "$dir" --random-init
-    [ -f "$dir/eval/knn_pixels.json" ] || "$PJEPA" eval knn --run "$dir" --pixels
-    for p in linear lowshot; do
+    for p in knn linear lowshot; do
       [ -f "$dir/eval/${p}_random_init.json" ] || "$PJEPA" eval $p --run "$dir" --random-init
-      [ -f "$dir/eval/${p}_pixels.json" ] || "$PJEPA" eval $p --run "$dir" --pixels
     done
     [ -f "$dir/eval/finetune_random_init.json" ] || "$PJEPA" eval finetune --run "$dir" --random-init --epochs "$FT_EPOCHS"
+  done
+  dir="$OUT/ijepa_s${SEEDS%% *}"  # raw pixels do not depend on the seed: once
+  for p in knn linear lowshot; do
+    [ -f "$dir/eval/${p}_pixels.json" ] || "$PJEPA" eval $p --run "$dir" --pixels
   done
 }
 

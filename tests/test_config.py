@@ -26,6 +26,8 @@ def test_shipped_presets_exist_and_resolve_by_name():
     names = set(preset_names())
     assert {"smoke", "cifar10/cpu"} | {f"tin100/{h}" for h in heads} <= names
     assert {f"cifar10/{h}" for h in heads if h != "deterministic"} <= names
+    methods = {f"{where}/{m}" for where in ("smoke", "cifar10", "tin100") for m in ("njepa", "mae")}
+    assert methods | {"smoke/njepa_mdn", "stl10/ijepa_vitb16", "stl10/mae_vitb16", "cifar10/stl10_cpu_mae"} <= names
     assert resolve_config_path("smoke") == PRESET_DIR / "smoke.yaml"
     assert resolve_config_path("cifar10/cpu.yaml") == PRESET_DIR / "cifar10" / "cpu.yaml"
     assert resolve_config_path("configs/smoke.yaml").name == "smoke.yaml"

@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from pjepa.eval.classification import classification_metrics
 from pjepa.schedules import cosine
 
-LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 WDS = (0.0, 1e-4, 1e-3)
+BATCH = 1024  # large batches: few, cheap steps over cached features (the lr grid spans what suits them)
 
 
 @dataclass
 class ProbeGrid:
-    """G = len(lrs) * len(wds) probes: weight (G, D, C), bias (G, C), and their (lr, wd)."""
+    """G = len(lrs) * len(wds) probes: weight (D, G, C) (one matmul scores them all), bias (G, C), (lr, wd)."""
 
     weight: torch.Tensor
     bias: torch.Tensor
@@ -34,10 +35,16 @@ class ProbeGrid:
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) standardised features -> (G, N, C) logits."""
-        return torch.einsum("nd,gdc->gnc", x, self.weight) + self.bias[:, None]
+        return logits(x, self.weight, self.bias).transpose(0, 1)
 
     def take(self, g: int) -> "ProbeGrid":
-        return ProbeGrid(self.weight[g : g + 1], self.bias[g : g + 1], [self.settings[g]])
+        return ProbeGrid(self.weight[:, g : g + 1], self.bias[g : g + 1], [self.settings[g]])
+
+
+def logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(N, D) @ (D, G, C) + (G, C) -> (N, G, C), as one (N, D) x (D, G*C) matmul."""
+    D, G, C = weight.shape
+    return (x @ weight.reshape(D, G * C)).view(-1, G, C) + bias
 
 
 def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,14 +52,14 @@ def standardiser(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
 
 
-def train_probes(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs=LRS, wds=WDS, epochs: int = 50,
-                 batch_size: int = 256, seed: int = 0) -> ProbeGrid:
+def train_probes(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs=LRS, wds=WDS, epochs: int = 100,
+                 batch_size: int = BATCH, seed: int = 0) -> ProbeGrid:
     """Train every (lr, wd) probe on standardised features ``x`` (N, D) and labels ``y`` (N,)."""
     settings = [(lr, wd) for lr in lrs for wd in wds]
     G, (N, D) = len(settings), x.shape
-    lr0 = torch.tensor([s[0] for s in settings]).view(G, 1, 1)
-    wd = torch.tensor([s[1] for s in settings]).view(G, 1, 1)
-    weight = torch.zeros(G, D, num_classes, requires_grad=True)
+    lr0 = torch.tensor([s[0] for s in settings]).view(1, G, 1)
+    wd = torch.tensor([s[1] for s in settings]).view(1, G, 1)
+    weight = torch.zeros(D, G, num_classes, requires_grad=True)
     bias = torch.zeros(G, num_classes, requires_grad=True)
     momentum = [torch.zeros_like(weight), torch.zeros_like(bias)]
     g = torch.Generator().manual_seed(seed)
@@ -62,15 +69,16 @@ def train_probes(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs=LRS, wd
         if step % steps_per_epoch == 0:
             order = torch.randperm(N, generator=g)
         idx = order[(step % steps_per_epoch) * batch_size :][:batch_size]
-        logits = torch.einsum("nd,gdc->gnc", x[idx], weight) + bias[:, None]  # (G, b, C)
-        loss = F.cross_entropy(logits.reshape(-1, num_classes), y[idx].repeat(G), reduction="sum") / len(idx)
+        out = logits(x[idx], weight, bias)  # (b, G, C)
+        target = y[idx, None].expand(-1, G).reshape(-1)  # (b * G,)
+        loss = F.cross_entropy(out.reshape(-1, num_classes), target, reduction="sum") / len(idx)
         gw, gb = torch.autograd.grad(loss, (weight, bias))
         scale = cosine(1.0, 0.0, step / total)
         with torch.no_grad():
             momentum[0].mul_(0.9).add_(gw + wd * weight)
             momentum[1].mul_(0.9).add_(gb)  # no decay on biases
             weight.sub_(lr0 * scale * momentum[0])
-            bias.sub_(lr0.view(G, 1) * scale * momentum[1])
+            bias.sub_(lr0.view(G, 1) * scale * momentum[1])  # (G, C)
     return ProbeGrid(weight.detach(), bias.detach(), settings)
 
 
@@ -83,7 +91,7 @@ def choose(grid: ProbeGrid, x_val: torch.Tensor, y_val: torch.Tensor) -> tuple[i
 
 
 def linear_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 test: tuple[torch.Tensor, torch.Tensor], num_classes: int, epochs: int = 50, seed: int = 0,
+                 test: tuple[torch.Tensor, torch.Tensor], num_classes: int, epochs: int = 100, seed: int = 0,
                  lrs=LRS, wds=WDS) -> dict:
     """Train the grid on ``train``, choose on ``val``, score ``test`` once with the chosen probe.
 

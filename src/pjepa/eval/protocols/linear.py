@@ -45,7 +45,7 @@ def _file_depth(path: Path) -> int:
     return int(read_architecture(path)["depth"])
 
 
-def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: str = "auto", epochs: int = 50,
+def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: str = "auto", epochs: int = 100,
                     progress: bool = True) -> dict[str, Any]:
     run = Run(run_dir)
     source = source or Source()
@@ -72,7 +72,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_source_arguments(p)
-    p.add_argument("--epochs", type=int, default=50, help="epochs over the cached features")
+    p.add_argument("--epochs", type=int, default=100, help="epochs over the cached features")
 
 
 def _run(args: argparse.Namespace) -> list[str]:

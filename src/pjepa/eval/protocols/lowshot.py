@@ -23,7 +23,7 @@ import torch
 
 from pjepa.data import carve_validation
 from pjepa.errors import ConfigError
-from pjepa.eval.linear import linear_probe
+from pjepa.eval.linear import BATCH, linear_probe
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
 from pjepa.eval.protocols.linear import feature_views, probe_layers
 from pjepa.eval.sources import Source, labelled_splits, split_features
@@ -32,7 +32,7 @@ from pjepa.utils import stream_seed
 
 FRACTIONS = (0.01, 0.1)
 HOLDOUT = 0.2
-MIN_STEPS = 2000  # small subsets: enough SGD steps whatever the subset size
+MIN_STEPS = 1000  # small subsets: enough SGD steps whatever the subset size
 
 
 def lowshot_once(bank, test, num_classes: int, fraction: float, seed: int, epochs: int) -> dict[str, Any]:
@@ -45,8 +45,8 @@ def lowshot_once(bank, test, num_classes: int, fraction: float, seed: int, epoch
     if len(hold) == 0:
         raise ConfigError(f"--fractions {fraction:g}: {len(subset)} labelled images for {num_classes} classes leave "
                           "no hold-out to choose the probe on (a class needs 2 images); use a larger fraction")
-    per_epoch = max(len(fit) // 256, 1)
-    ep = max(epochs, math.ceil(MIN_STEPS / per_epoch))
+    per_epoch = max(len(fit) // BATCH, 1)
+    ep = max(epochs, math.ceil(MIN_STEPS / per_epoch))  # e.g. 1 % of CIFAR-10: 360 images, one step an epoch
     chosen = linear_probe((x[fit], y[fit]), (x[hold], y[hold]), (x[hold], y[hold]), num_classes, ep, seed)
     final = linear_probe((x[subset], y[subset]), test, test, num_classes, ep, seed,
                          lrs=(chosen["lr"],), wds=(chosen["weight_decay"],))
@@ -57,7 +57,7 @@ def lowshot_once(bank, test, num_classes: int, fraction: float, seed: int, epoch
 
 
 def evaluate_lowshot(run_dir: str | Path, source: Source | None = None, device: str = "auto", seeds: int = 3,
-                     fractions: tuple[float, ...] = FRACTIONS, epochs: int = 50, layers: int = 1,
+                     fractions: tuple[float, ...] = FRACTIONS, epochs: int = 100, layers: int = 1,
                      progress: bool = True) -> dict[str, Any]:
     run = Run(run_dir)
     source = source or Source()
