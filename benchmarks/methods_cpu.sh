@@ -4,6 +4,8 @@
 #   benchmarks/methods_cpu.sh eval       # kNN, linear, 10 % / 1 % low-shot, fine-tune; baselines
 #   benchmarks/methods_cpu.sh table      # the seed-grouped table (markdown)
 # Resumable: a finished step is skipped; an interrupted run continues with --resume.
+# Two CPU cores: DIRS / BASE_SEEDS / NO_PIXELS split the evaluation between two processes
+# of one thread each (small models: more work done than one process with two threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PJEPA_DATA="${PJEPA_DATA:-../shared/data}"
@@ -25,20 +27,21 @@ pretrain() {
   done; done
 }
 
-evaluate() {
-  for dir in "$OUT"/*_s*; do
-    [ -f "$dir/eval/knn.json" ] || "$PJEPA" eval knn --run "$dir"
+evaluate() {  # linear first: it caches the features kNN and low-shot read
+  for dir in ${DIRS:-"$OUT"/*_s*}; do
     [ -f "$dir/eval/linear.json" ] || "$PJEPA" eval linear --run "$dir"
+    [ -f "$dir/eval/knn.json" ] || "$PJEPA" eval knn --run "$dir"
     [ -f "$dir/eval/lowshot.json" ] || "$PJEPA" eval lowshot --run "$dir"
     [ -f "$dir/eval/finetune.json" ] || "$PJEPA" eval finetune --run "$dir" --epochs "$FT_EPOCHS"
   done
-  for seed in $SEEDS; do  # baselines on the I-JEPA runs' data and seeds (untrained: one per seed)
+  for seed in ${BASE_SEEDS:-$SEEDS}; do  # baselines on the I-JEPA runs' data and seeds (untrained: one per seed)
     dir="$OUT/ijepa_s$seed"
-    for p in knn linear lowshot; do
+    for p in linear knn lowshot; do
       [ -f "$dir/eval/${p}_random_init.json" ] || "$PJEPA" eval $p --run "$dir" --random-init
     done
     [ -f "$dir/eval/finetune_random_init.json" ] || "$PJEPA" eval finetune --run "$dir" --random-init --epochs "$FT_EPOCHS"
   done
+  [ -n "${NO_PIXELS:-}" ] && return
   dir="$OUT/ijepa_s${SEEDS%% *}"  # raw pixels do not depend on the seed: once
   for p in knn linear lowshot; do
     [ -f "$dir/eval/${p}_pixels.json" ] || "$PJEPA" eval $p --run "$dir" --pixels

@@ -64,7 +64,7 @@ def test_every_grid_point_trains_independently(one_thread):
     x, y = blobs(256, 8, 3, 0)
     alone = train_probes(x, y, 3, lrs=(0.1,), wds=(1e-3,), epochs=2)
     joint = train_probes(x, y, 3, lrs=(0.01, 0.1), wds=(0.0, 1e-3), epochs=2)
-    assert torch.allclose(alone.weight[0], joint.weight[3], atol=1e-6)
+    assert torch.allclose(alone.weight[:, 0], joint.weight[:, 3], atol=1e-6)  # (D, G, C)
     assert choose(alone, x, y)[0] == 0
 
 

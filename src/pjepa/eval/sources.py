@@ -24,7 +24,7 @@ from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import require_labels
 from pjepa.methods.load import load_run_method
-from pjepa.models.timm_format import load_encoder
+from pjepa.models.timm_format import load_encoder, read_architecture
 from pjepa.runs import Run
 
 SPLITS = ("bank", "val", "eval")
@@ -106,3 +106,11 @@ def split_features(run: Run, source: Source, device: torch.device, layers: int =
     torch.save(feats, tmp)
     os.replace(tmp, path)
     return feats, step
+
+
+def probe_layers(run: Run, source: Source) -> int:
+    """The last 4 layers, or all of a shallower encoder."""
+    if source.baseline == "pixels":
+        return 1
+    depth = run.config.model.encoder.depth if source.weights is None else read_architecture(source.weights)["depth"]
+    return min(4, int(depth))

@@ -24,7 +24,7 @@ from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
-from pjepa.eval.sources import Source, load_encoder_for
+from pjepa.eval.sources import Source, load_encoder_for, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -49,6 +49,17 @@ def _encoder_features(run: Run, source: Source, images, device, layers: int, pro
                               progress=progress, desc=f"features ({name})", layers=layers)
              for name, x in zip(("bank", "queries"), images)]
     return feats, step
+
+
+def _cached_features(run: Run, source: Source, device, layers: int, progress: bool):
+    """(bank, queries) features from the linear protocol's cache (extracting and caching them if needed),
+    when its layers cover ``layers``; (None, 0) otherwise."""
+    cached = probe_layers(run, source)
+    if layers not in (1, cached):
+        return None, 0
+    feats, step = split_features(run, source, device, cached, progress)
+    width = feats["bank"][0].shape[1] // cached * layers
+    return [feats[k][0][:, -width:] for k in ("bank", "eval")], step
 
 
 def evaluate_knn(
@@ -92,7 +103,10 @@ def evaluate_knn(
         mean, std = run.stats()
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:
-        feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+        feats, step = _cached_features(run, source, dev, layers, progress) if (
+            train_limit == eval_limit == 0 and split == "eval") else (None, 0)
+        if feats is None:
+            feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         which = encoder
     votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
                          k=cfg.eval.k, temperature=cfg.eval.temperature)

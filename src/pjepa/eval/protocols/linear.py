@@ -16,7 +16,7 @@ from typing import Any
 
 from pjepa.eval.linear import linear_probe
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
-from pjepa.eval.sources import Source, labelled_splits, split_features
+from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
 
@@ -29,20 +29,6 @@ def feature_views(feats: dict, layers: int, pixels: bool) -> dict[str, dict]:
     if layers > 1:
         views[f"last{layers}"] = feats
     return views
-
-
-def probe_layers(run: Run, source: Source) -> int:
-    """The last 4 layers, or all of a shallower encoder."""
-    if source.baseline == "pixels":
-        return 1
-    depth = run.config.model.encoder.depth if source.weights is None else _file_depth(source.weights)
-    return min(4, depth)
-
-
-def _file_depth(path: Path) -> int:
-    from pjepa.models.timm_format import read_architecture
-
-    return int(read_architecture(path)["depth"])
 
 
 def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: str = "auto", epochs: int = 100,

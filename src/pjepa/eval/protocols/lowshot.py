@@ -25,8 +25,8 @@ from pjepa.data import carve_validation
 from pjepa.errors import ConfigError
 from pjepa.eval.linear import BATCH, linear_probe
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
-from pjepa.eval.protocols.linear import feature_views, probe_layers
-from pjepa.eval.sources import Source, labelled_splits, split_features
+from pjepa.eval.protocols.linear import feature_views
+from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
