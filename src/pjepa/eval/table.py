@@ -91,6 +91,8 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for col in ("epochs", "steps", "wall_min", *SCORES):
             values = [m[col] for m in members if isinstance(m.get(col), (int, float))]
             row[col] = statistics.fmean(values) if values else None
+            if col == "steps" and row[col] is not None and float(row[col]).is_integer():
+                row[col] = int(row[col])
             row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else None
         out.append(row)
     return out
