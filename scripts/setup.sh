@@ -22,5 +22,5 @@ pip_install() {  # quiet on success (minus this machine's index warnings), whole
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip_install "torch==${PJEPA_TORCH_VERSION:-2.13.0}"
 fi
-pip_install -e ".[dev]"
+pip_install -e ".[dev,viz]"
 .venv/bin/python -c "import torch, pjepa; print(f'pjepa {pjepa.__version__} ready (torch {torch.__version__})')"

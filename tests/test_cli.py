@@ -29,6 +29,23 @@ def test_every_registered_protocol_is_a_subcommand_of_eval():
     assert set(eval_sub.choices) == set(PROTOCOLS.names()) >= {"knn", "head"}
 
 
+def _subparsers(parser: argparse.ArgumentParser):
+    return [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def test_every_help_page_formats(capsys):
+    """argparse formats help text with %: a bare '%' in a protocol's help crashes `pjepa eval --help`."""
+    parser = build_parser()
+    pages = [parser]
+    while pages:
+        p = pages.pop()
+        p.format_help()
+        for sub in _subparsers(p):
+            pages += list(sub.choices.values())
+            assert all(isinstance(a.help, str) for a in sub._choices_actions)
+            p.format_usage()
+
+
 def test_a_new_protocol_shows_up_without_touching_the_cli():
     def add(p):
         p.add_argument("--run", required=True)

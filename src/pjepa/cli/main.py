@@ -7,6 +7,8 @@
     pjepa presets
     pjepa export --run DIR --out FILE [--encoder target|context] [--checkpoint last|best]
     pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
+    pjepa plot WHAT RUN_DIR... [--out DIR]   (figures: pjepa.viz.figures; into RUN/figures/ by default)
+    pjepa report RUN_DIR... --out DIR [--title T] [--no-tensorboard]
 """
 
 from __future__ import annotations
@@ -63,6 +65,24 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-heads", type=int, help="attention heads (default: the standard ViT size's, else width // 64)")
 
 
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    from pjepa.viz.figures import FIGURES
+
+    p = sub.add_parser("plot", help="make one figure from run directories (into RUN/figures/)",
+                       epilog="figures: " + "; ".join(f"{f.name}: {f.help}" for f in FIGURES.values()))
+    p.add_argument("what", choices=list(FIGURES), metavar="WHAT", help=f"one of: {', '.join(FIGURES)}")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of RUN/figures/")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page: tables, every figure, each run's config")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="writes DIR/index.html and DIR/figures/")
+    p.add_argument("--title", default="pjepa report")
+    p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/{hparams,figures}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pjepa", description="Joint-Embedding Predictive Architectures")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table(sub)
     _add_export(sub)
     _add_import(sub)
+    _add_plot(sub)
+    _add_report(sub)
     sub.add_parser("presets", help="list the built-in presets (usable as --config NAME)")
     return parser
 
@@ -158,9 +180,28 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pjepa.runs import Run
+    from pjepa.viz.figures import make_figure
+
+    for path in make_figure(args.what, [Run(r) for r in args.runs], args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pjepa.viz.report import write_report
+
+    path, log = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard)
+    for line in log:
+        print(f"  {line}")
+    print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval, "table": cmd_table, "presets": cmd_presets,
-    "export": cmd_export, "import": cmd_import,
+    "export": cmd_export, "import": cmd_import, "plot": cmd_plot, "report": cmd_report,
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -79,14 +80,19 @@ def token_rows(pairs: list[tuple[torch.Tensor, torch.Tensor]], count: int) -> to
 
 
 @torch.no_grad()
-def sampling_seconds(head: PredictorHead, h: torch.Tensor, generator: torch.Generator, repeats: int = 2) -> float:
-    """Best of ``repeats`` timings of ``head.sample(h, 1)`` (after one warm-up call)."""
-    head.sample(h[:1], 1, generator)
+def sampling_seconds(
+    head: PredictorHead, h: torch.Tensor, generator: torch.Generator, repeats: int = 2, **sample_kwargs: Any
+) -> float:
+    """Best of ``repeats`` timings of ``head.sample(h, 1, **sample_kwargs)`` (after one warm-up call).
+
+    ``sample_kwargs`` are a head's own sampling options (the diffusion head's ``steps``).
+    """
+    head.sample(h[:1], 1, generator, **sample_kwargs)
     best = float("inf")
     for _ in range(repeats):
         _sync(h.device)
         t0 = time.perf_counter()
-        head.sample(h, 1, generator)
+        head.sample(h, 1, generator, **sample_kwargs)
         _sync(h.device)
         best = min(best, time.perf_counter() - t0)
     return best

@@ -123,14 +123,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _cell(row: dict[str, Any], col: str) -> str:
+def cell(row: dict[str, Any], col: str) -> str:
     std = row.get(f"{col}_std")
     return _fmt(row.get(col)) + (f" ± {_fmt(std)}" if std is not None and col in SCORES else "")
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r, c) for c in COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

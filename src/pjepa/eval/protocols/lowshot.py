@@ -105,5 +105,5 @@ def _run(args: argparse.Namespace) -> list[str]:
     return lines + [f"wrote {r['path']}"]
 
 
-register(Protocol("lowshot", "1 % / 10 % of the labels: linear probe, lr/wd chosen on a hold-out of the subset",
+register(Protocol("lowshot", "1 %% / 10 %% of the labels: linear probe, lr/wd chosen on a hold-out of the subset",
                   _add_arguments, _run))
