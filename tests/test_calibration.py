@@ -286,5 +286,5 @@ def test_a_method_without_a_head_cannot_be_calibrated(tmp_path, one_thread):
     train(load_config(ROOT / "configs" / "smoke" / "mae.yaml",
                       TINY + ["train.max_steps=1", "train.eval_every=0",
                               "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"]), run)
-    with pytest.raises(ConfigError, match=f"run {run} .*mae.*calibration needs"):
+    with pytest.raises(ConfigError, match=f"run {run} .*mae.*has no predictor head"):
         evaluate_calibration(run, eval_limit=8, num_samples=2, tokens=8)

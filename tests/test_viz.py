@@ -204,8 +204,14 @@ def test_report_is_one_page_with_every_applicable_figure(runs, tmp_path):
     made = {line.split(":")[0] for line in log if "not made" not in line}
     assert "mdn" in made or any("mdn" in line and "mixture" in line for line in log)
     assert [(p.name, p.stat().st_size) for p in sorted((runs["mdn"].path / "tb").glob("events.*"))] == before
-    assert list((runs["mdn"].path / "tb" / "hparams").rglob("events.*"))  # hparams: their own folder
-    assert list((runs["mdn"].path / "tb" / "figures").glob("events.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    hp = EventAccumulator(str(runs["mdn"].path / "tb" / "hparams"))  # their own folders
+    hp.Reload()
+    assert {"final/train_loss", "final/val_knn"} <= set(hp.Tags()["scalars"])
+    figs = EventAccumulator(str(runs["mdn"].path / "tb" / "figures"), size_guidance={"images": 0})
+    figs.Reload()
+    assert {"loss", "knn", "mdn-masks", "mdn-mdn", "mdn-imagination"} <= set(figs.Tags()["images"])
 
 
 def test_plot_cli_writes_into_the_run_and_names_unknown_figures(runs):

@@ -18,12 +18,11 @@ from typing import Any
 import torch
 
 from pjepa.data import splits_for
-from pjepa.errors import ConfigError
 from pjepa.eval.calibration import calibration_metrics, sampling_times
-from pjepa.eval.head_metrics import collect_pairs, token_rows
+from pjepa.eval.head_metrics import token_rows
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
+from pjepa.eval.protocols.head import head_pairs
 from pjepa.eval.protocols.knn import subset
-from pjepa.methods.load import load_run_method
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -51,22 +50,11 @@ def evaluate_calibration(
     for each of ``tokens`` target tokens; writes and returns the result (nan written as null)."""
     run = Run(run_dir)
     cfg = run.config
-    mean, std = run.stats()
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    method, step = load_run_method(run, checkpoint)
-    monitors = method.monitors().heads
-    if not monitors:
-        raise ConfigError(f"run {run.path} (method {cfg.method.name!r}) has no predictor head: calibration needs "
-                          "one (a JEPA method such as ijepa or njepa); rate this run with pjepa eval knn or linear")
-    (name, monitor), = list(monitors.items())[:1]
     val = splits_for(cfg).val
     images, _ = subset(val, eval_limit, cfg.train.seed, "calibration")
-    method.to(dev).eval()
-    amp = torch.bfloat16 if dev.type == "cuda" else None
-    pairs = collect_pairs(monitor.conditions, images, cfg.data.image_size, mean, std, dev,
-                          seed=stream_seed(cfg.train.seed, 0, 0, "calibration-masks"), amp_dtype=amp,
-                          batch_size=cfg.eval.batch_size)
+    monitor, pairs, step = head_pairs(run, checkpoint, images, dev, "calibration-masks")
     gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.train.seed, 0, 0, "calibration-samples"))
     metrics = calibration_metrics(monitor.head, pairs, gen, num_samples=num_samples, sample_tokens=tokens)
     times = sampling_times(monitor.head, token_rows(pairs, 1000), gen)

@@ -20,9 +20,30 @@ from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
 from pjepa.eval.protocols.knn import subset
+from pjepa.methods import HeadMonitor
 from pjepa.methods.load import load_run_method
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
+
+
+def head_pairs(run: Run, checkpoint: str, images: torch.Tensor, dev: torch.device,
+               mask_stream: str) -> tuple[HeadMonitor, list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """(the run's head monitor, its (h, y) pairs of uint8 ``images`` under masks seeded by ``mask_stream``,
+    the checkpoint's step); a ConfigError for a method without a predictor head (MAE)."""
+    cfg = run.config
+    method, step = load_run_method(run, checkpoint)
+    monitors = method.monitors().heads
+    if not monitors:
+        raise ConfigError(f"run {run.path} (method {cfg.method.name!r}) has no predictor head to evaluate: "
+                          "use a JEPA method (ijepa, njepa); rate this run with pjepa eval knn or linear")
+    monitor = next(iter(monitors.values()))
+    method.to(dev).eval()
+    mean, std = run.stats()
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    pairs = collect_pairs(monitor.conditions, images, cfg.data.image_size, mean, std, dev,
+                          seed=stream_seed(cfg.train.seed, 0, 0, mask_stream), amp_dtype=amp,
+                          batch_size=cfg.eval.batch_size)
+    return monitor, pairs, step
 
 
 def evaluate_head(
@@ -35,21 +56,11 @@ def evaluate_head(
     """Compute the head metrics of ``run_dir``'s checkpoint on ``eval_limit`` images of the reported split (0 = all)."""
     run = Run(run_dir)
     cfg = run.config
-    mean, std = run.stats()
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    method, step = load_run_method(run, checkpoint)
-    monitors = method.monitors().heads
-    if not monitors:
-        raise ConfigError(f"method {cfg.method.name!r} has no predictor head to evaluate (its run: {run.path})")
-    (name, monitor), = list(monitors.items())[:1]
     reported = splits_for(cfg).eval
     images, _ = subset(reported, eval_limit, cfg.train.seed, "head-eval")
-    method.to(dev).eval()
-    amp = torch.bfloat16 if dev.type == "cuda" else None
-    pairs = collect_pairs(monitor.conditions, images, cfg.data.image_size, mean, std, dev,
-                          seed=stream_seed(cfg.train.seed, 0, 0, "head-eval-masks"), amp_dtype=amp,
-                          batch_size=cfg.eval.batch_size)
+    monitor, pairs, step = head_pairs(run, checkpoint, images, dev, "head-eval-masks")
     gen = torch.Generator(device=dev).manual_seed(stream_seed(cfg.train.seed, 0, 0, "head-eval-samples"))
     metrics = head_metrics(monitor.head, pairs, gen, num_samples=num_samples)
     result = {
