@@ -83,7 +83,7 @@ def test_mask_layout_is_the_run_samplers_draw(runs, name):
     cfg = run.config
     grid = cfg.data.image_size // cfg.model.encoder.patch_size
     sampler = build_mask_sampler(cfg.mask.name, grid, dict(cfg.mask.options))
-    drawn = sampler(2, torch.Generator().manual_seed(stream_seed(cfg.train.seed, 0, 0, "figure-masks")))
+    drawn = sampler(cfg.optim.batch_size, torch.Generator().manual_seed(stream_seed(cfg.train.seed, 0, 0, "figure-masks")))
     ctx = torch.zeros(grid * grid, dtype=torch.bool)
     ctx[drawn.ctx_idx[1]] = True
     assert torch.equal(layout.context.flatten(), ctx)

@@ -192,9 +192,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pjepa.viz.report import write_report
 
-    path, log = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard)
-    for line in log:
-        print(f"  {line}")
+    path, _ = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard,
+                           echo=lambda line: print(f"  {line}", flush=True))
     print(f"wrote {path}")
     return 0
 
@@ -222,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pjepa ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -52,9 +52,12 @@ def _rgba(mask: torch.Tensor, hex_color: str, alpha: float, patch: int) -> torch
 
 
 def plot_mask_layout(run: Run, index: int = 0) -> tuple[Any, MaskLayout]:
-    """(figure, the layout drawn) for validation image ``index`` of the figure subset."""
+    """(figure, the layout drawn) for validation image ``index`` of the figure subset, masked as item
+    ``index`` of a training-sized batch."""
     images, _ = figure_images(run, index + 1)
-    masks = draw_masks(run, index + 1)
+    # A batch of the run's own size: the sampler cuts every context to the batch minimum, and the patches
+    # that cut drops are part of what training saw ("excluded").
+    masks = draw_masks(run, max(index + 1, run.config.optim.batch_size))
     grid = grid_size(run)
     patch = run.config.model.encoder.patch_size
     layout = layout_of(masks.ctx_idx[index], masks.tgt_idx[index], grid, images[index])
@@ -62,14 +65,15 @@ def plot_mask_layout(run: Run, index: int = 0) -> tuple[Any, MaskLayout]:
     plt = pyplot()
     fig, axes = plt.subplots(1, M + 3, figsize=(2.2 * (M + 3), 2.6))
     img = layout.image.permute(1, 2, 0).numpy()
-    panels = [("image", None), ("context", None)] + [(f"target {m + 1}", m) for m in range(M)] + [("all", None)]
+    panels = [("image", None), ("context", None)] + [(f"target {m + 1}", m) for m in range(M)]
+    panels.append(("all (blue context, grey excluded)", None))
     for ax, (title, m) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest")
         if title == "context":
             ax.imshow(_rgba(~layout.context, "#000000", 0.75, patch).numpy(), interpolation="nearest")
         elif m is not None:
             ax.imshow(_rgba(layout.targets[m], color(m + 1), 0.65, patch).numpy(), interpolation="nearest")
-        elif title == "all":
+        elif title.startswith("all"):
             ax.imshow(_rgba(layout.context, color(0), 0.45, patch).numpy(), interpolation="nearest")
             for k in range(M):
                 ax.imshow(_rgba(layout.targets[k], color(k + 1), 0.55, patch).numpy(), interpolation="nearest")

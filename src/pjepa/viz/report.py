@@ -50,6 +50,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+class Log(list):
+    """The report's one line per figure, echoed as it is made when given a printer."""
+
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.echo = echo
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        if self.echo is not None:
+            self.echo(line)
+
+
 def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path]) -> str:
     """The figure's <img> (its file appended to ``made``), or a note saying why it could not be made
     (a run may lack what it needs: no calibration result, no labels)."""
@@ -103,15 +116,16 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path]) -> str:
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "pjepa report",
-                 tensorboard: bool = True) -> tuple[Path, list[str]]:
+                 tensorboard: bool = True, echo: Callable[[str], None] | None = None) -> tuple[Path, list[str]]:
     """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
-    With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``."""
+    With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
+    ``echo`` (e.g. print) gets each figure's line as soon as it is made."""
     runs = [Run(d) for d in run_dirs]
     if not runs:
         raise ConfigError("pjepa report needs at least one run directory")
     out = Path(out)
     figs = out / "figures"
-    log: list[str] = []
+    log = Log(echo)
     rows = table_rows([r.path for r in runs])
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     parts = [f"<h1>{html.escape(title)}</h1>",
