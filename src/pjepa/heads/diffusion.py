@@ -3,7 +3,15 @@
 Training (Ho et al. 2020, eq. 14, the "simple" loss):
     t ~ U{0..T-1},  eps ~ N(0, I),  x_t = sqrt(abar_t) y + sqrt(1 - abar_t) eps
     loss = || eps - eps_theta(x_t, t, h) ||^2          (mean over tokens and dims)
-with a linear beta schedule beta_t in [1e-4, 0.02] and abar_t = prod_{s<=t} (1 - beta_s).
+with abar_t = prod_{s<=t} (1 - beta_s) from ``pjepa.models.diffusion``, which
+also holds the forward process and the DDIM sampler, so training and sampling
+share one schedule. ``schedule: linear`` (default) is Ho et al.'s beta range
+1e-4..0.02 at T = ``timesteps`` = 1000, and that range rescaled by 1000 / T at
+other T (Nichol & Dhariwal 2021): unscaled, T = 100 would end at abar_T = 0.36,
+far from the N(0, I) that sampling starts from, and a T ablation would measure
+that mismatch. Rescaled, abar_T <= 4e-5 at every T (2e-5 at T = 100); T must
+exceed 1000 * beta_end (20). ``schedule: cosine`` is Nichol & Dhariwal's
+eq. 17 (``beta_start`` / ``beta_end`` unused).
 
 The denoiser eps_theta is a residual MLP (optionally with self-attention over
 the target tokens of one image): x_t and h are projected to the width, and a
@@ -15,7 +23,8 @@ evenly spaced steps of
     x_{t'} = sqrt(abar_{t'}) x0_hat + sqrt(1 - abar_{t'}) eps_hat.
 50 steps by default; ``sample_steps: 25`` is the report's fast mode. x0_hat is
 clipped to +-``clip_x0``, which keeps an untrained or early denoiser from
-exploding through the 1/sqrt(abar_T) ~ 160 amplification at the first steps.
+exploding through the 1/sqrt(abar_T) ~ 160 amplification at the first steps
+(linear; ~ 2e4 for cosine).
 The default 5 is the range of the layer-normed targets (measured on CIFAR-10:
 0.5 % of coordinates beyond +-3, 0.004 % beyond +-5, max 5.2); on a 2,730-step
 CIFAR-10 run, clipping at 10 / 5 / 3 / off gave sample MSE 27.7 / 8.0 / 3.3 / 406
@@ -31,21 +40,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pjepa.errors import ConfigError
-from pjepa.heads.base import Diagnostics, PredictorHead, full_precision
+from pjepa.heads.base import Diagnostics, PredictorHead, check_option, full_precision
 from pjepa.heads.layers import ResidualMLPBlock, sinusoidal_embedding
 from pjepa.heads.registry import HEADS
+from pjepa.models.diffusion import SCHEDULES, DiffusionSchedule, ddim_sample, ddim_timesteps, linear_beta_schedule
 
-
-def linear_beta_schedule(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
-    """(T,) abar_t = prod_{s<=t} (1 - beta_s) for Ho et al.'s linear schedule, in float64."""
-    betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
-    return torch.cumprod(1 - betas, dim=0)
-
-
-def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """Evenly spaced, strictly decreasing steps from T-1 down to 0."""
-    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()
-    return sorted(set(ts), reverse=True)
+__all__ = ["DiffusionHead", "ddim_timesteps", "linear_beta_schedule"]  # the last two: re-exported, older imports
 
 
 class TokenAttention(nn.Module):
@@ -101,21 +101,28 @@ class DiffusionHead(PredictorHead):
         attention: bool = False,
         num_heads: int = 4,
         clip_x0: float = 5.0,
+        schedule: str = "linear",
     ) -> None:
         super().__init__(cond_dim, embed_dim)
+        check_option(schedule in SCHEDULES, "schedule", schedule, f"choose one of {', '.join(SCHEDULES)}")
         if timesteps < 2:
             raise ConfigError(f"head.options.timesteps={timesteps}: need at least 2 diffusion steps (default 1000)")
         if not 0 < beta_start < beta_end < 1:
             raise ConfigError(f"head.options.beta_start={beta_start}, beta_end={beta_end}: need 0 < start < end < 1")
         if clip_x0 < 0:
             raise ConfigError(f"head.options.clip_x0={clip_x0}: use 0 (no clipping) or a positive bound")
-        self.T, self.clip_x0 = timesteps, clip_x0
+        self.T, self.clip_x0, self.schedule = timesteps, clip_x0, schedule
         self.sample_steps = self._check_steps(sample_steps)
         if attention and width % num_heads:
             raise ConfigError(f"head.options.width={width} must be divisible by head.options.num_heads={num_heads}")
         self.net = Denoiser(cond_dim, embed_dim, width, blocks, attention, num_heads)
-        # Recomputed from the options, so not stored in checkpoints (persistent=False).
-        self.register_buffer("abar", linear_beta_schedule(timesteps, beta_start, beta_end).float(), persistent=False)
+        # Recomputed from the options, so not stored in checkpoints (persistent=False); float32 as in training.
+        abar = DiffusionSchedule.from_options(schedule, timesteps, beta_start, beta_end).abar
+        self.register_buffer("abar", abar.float(), persistent=False)
+
+    def noise_schedule(self) -> DiffusionSchedule:
+        """The schedule over the ``abar`` buffer (on the head's device, float32)."""
+        return DiffusionSchedule(self.schedule, self.abar)
 
     def _check_steps(self, steps: int) -> int:
         if not 1 <= steps <= self.T:
@@ -129,8 +136,8 @@ class DiffusionHead(PredictorHead):
             h, y = h.float(), y.float()
             t = torch.randint(0, self.T, y.shape[:-1], generator=generator, device=y.device)  # (B, M)
             eps = torch.randn(y.shape, generator=generator, device=y.device)
-            ab = self.abar[t].unsqueeze(-1)  # (B, M, 1)
-            x_t = ab.sqrt() * y + (1 - ab).sqrt() * eps
+            x_t = self.noise_schedule().q_sample(y, t, eps)  # (B, M, D)
+            ab = self.abar[t].unsqueeze(-1)  # (B, M, 1), for the diagnostics
             eps_hat = self.net(x_t, t, h)
             loss = F.mse_loss(eps_hat, eps)
         return loss, self._diagnostics(y, x_t, eps_hat.detach(), ab)
@@ -154,18 +161,7 @@ class DiffusionHead(PredictorHead):
         """Run DDIM (eta = 0) from x = x_T: (R, M, Dp), (R, M, D) -> (R, M, D)."""
         with full_precision(h):
             h, x = h.float(), x.float()
-            ts = ddim_timesteps(self.T, steps)
-            for i, t in enumerate(ts):
-                ab = self.abar[t]
-                ab_prev = self.abar[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
-                tt = torch.full(x.shape[:-1], t, device=x.device)
-                eps_hat = self.net(x, tt, h)
-                x0_hat = (x - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
-                if self.clip_x0 > 0:  # keep x0_hat in the targets' range; eps_hat made consistent with it
-                    x0_hat = x0_hat.clamp(-self.clip_x0, self.clip_x0)
-                    eps_hat = (x - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
-                x = ab_prev.sqrt() * x0_hat + (1 - ab_prev).sqrt() * eps_hat
-        return x
+            return ddim_sample(lambda x_t, t: self.net(x_t, t, h), self.noise_schedule(), x, steps, self.clip_x0)
 
     @torch.no_grad()
     def sample(

@@ -1,11 +1,22 @@
-"""Metrics to ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard."""
+"""Metrics to ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard.
+
+The log is never torn where it matters: each row goes to the file in one ``write`` of one
+whole line on an append-only descriptor, the rewrite on resume is atomic (temporary file,
+fsync, rename), and readers skip a line that does not parse (a write cut short by a full
+disk or a kill) with a warning instead of failing.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
+
+from pjepa.errors import CheckpointError
+from pjepa.runs.state_io import atomic_write_bytes
 
 
 class MetricsLogger:
@@ -31,15 +42,15 @@ class MetricsLogger:
             self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
 
     def _truncate(self, step: int) -> None:
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        """Keep the rows up to ``step`` (atomically: a kill here leaves the old log or the new one)."""
+        kept = [json.dumps(r, allow_nan=True) for r in read_metrics(self.path.parent) if r["step"] <= step]
+        atomic_write_bytes(self.path, "".join(line + "\n" for line in kept).encode())
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **clean}, allow_nan=True) + "\n")
+        append_line(self.path, json.dumps({"step": step, **clean}, allow_nan=True))
         if self._tb is not None:
             for k, v in clean.items():
                 if isinstance(v, float) and math.isfinite(v):
@@ -50,8 +61,40 @@ class MetricsLogger:
             self._tb.close()
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` + newline in one write (O_APPEND: concurrent appenders never interleave inside a
+    line); a failed write (disk full, read-only) is a CheckpointError naming the file."""
+    data = (line + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CheckpointError(f"cannot append to {path}: {e.strerror or e}; free space or fix permissions, "
+                              "then continue the run with pjepa train --resume") from None
+    if written != len(data):
+        raise CheckpointError(f"cannot append to {path}: wrote {written} of {len(data)} bytes (disk full?); "
+                              "free space, then continue the run with pjepa train --resume")
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every row of ``run_dir/metrics.jsonl``; a line that does not parse (torn by a kill or a full disk)
+    is skipped with a warning that names it."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            warnings.warn(f"{path}: line {i} is not a whole metrics row (torn write?); skipped", stacklevel=2)
+            continue
+        rows.append(row)
+    return rows
