@@ -164,22 +164,26 @@ def test_logged_metrics_are_window_means(tmp_path, monkeypatch):
     assert [r["probe/diagnostic"] for r in rows] == [7.0, 7.0]
 
 
-def test_ctrl_c_saves_last_checkpoint_before_exiting(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_finishes_the_step_then_saves_last(tmp_path, monkeypatch, sig):
+    """Ctrl-C / SIGTERM during step 5: the step completes, checkpoints/last holds step 6 (weights and
+    step counter agree), and the result's exit code is 128 + the signal."""
     import pjepa.train.loop as loop
 
     original = loop.Trainer.train_step
 
     def step(self, s, *a, **k):
         if s == 5:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), sig)  # delivered mid-step, like a real one
         return original(self, s, *a, **k)
 
     monkeypatch.setattr(loop.Trainer, "train_step", step)
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4"]), run)
+    result = train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)
+    assert result["exit_code"] == 128 + sig and result["step"] == 6
     _, state = load_checkpoint(run / "checkpoints", "last")
-    assert state["step"] == 5  # steps 0-4 done; saved at the interrupt, not only at step 4
+    assert state["step"] == 6
+    assert signal.getsignal(sig) is not None and signal.getsignal(sig) != loop.StopSignals._handle  # restored
 
 
 @pytest.mark.slow

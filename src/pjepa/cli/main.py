@@ -122,6 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is None and (run_dir / "checkpoints").exists():
         raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     result = train(cfg, run_dir, resume=args.resume is not None)
+    if result.get("exit_code"):  # stopped by SIGTERM / SIGINT after saving checkpoints/last
+        return int(result["exit_code"])
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[pjepa] finished at step {result['step']}; run directory: {run_dir}")
     return 0

@@ -39,9 +39,10 @@ from pjepa.runs import MetricsLogger, atomic_write_bytes, load_checkpoint, load_
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
-from pjepa.train.monitor import NonFiniteLossError, StepMonitor
+from pjepa.train.monitor import NonFiniteLossError, StepMonitor, params_finite
 from pjepa.train.optim import amp_settings, apply_schedules, build_optimizer
 from pjepa.train.periodic import PeriodicEvaluator
+from pjepa.train.signals import EXIT_CODES, StopSignals
 from pjepa.utils import git_commit, seed_everything, stream_seed
 
 __all__ = ["NonFiniteLossError", "RunState", "Trainer", "train"]
@@ -180,8 +181,16 @@ class Trainer:
         }
 
     def _save(self, name: str) -> None:
+        if not params_finite(self._all_params()):  # never a checkpoint with NaN/inf weights
+            raise NonFiniteLossError(f"non-finite weights at step {self.state.step}: checkpoints/{name} not written; "
+                                     f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. "
+                                     "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
         if self.info.is_main:
             save_checkpoint(self.run_dir / "checkpoints", name, self.method.state_dict(), self._train_state())
+
+    def _all_params(self) -> list[torch.Tensor]:
+        """Trained and EMA parameters: a teacher can turn non-finite through its update too."""
+        return [p for p in self.method.parameters() if p.is_floating_point()]
 
     def _restore(self) -> None:
         weights, st = load_checkpoint(self.run_dir / "checkpoints", "last", map_location=self.device)
@@ -216,17 +225,18 @@ class Trainer:
 
     # -- the loop
 
-    def fit(self) -> dict[str, float]:
-        """Train to the end (or the time limit); Ctrl-C saves ``last`` first, then re-raises."""
-        try:
-            return self._fit()
-        except KeyboardInterrupt:
-            finite = all(bool(torch.isfinite(p).all()) for p in self.method.parameters())
-            if self.info.is_main and finite:
-                self._save("last")
-                print(f"\n[pjepa] interrupted at step {self.state.step}; saved checkpoints/last. "
-                      f"Continue with: pjepa train --resume {self.run_dir}", flush=True)
-            raise
+    def fit(self) -> dict[str, Any]:
+        """Train to the end, the time limit or a SIGTERM / SIGINT (then ``last`` is saved at a step boundary
+        and the result's ``exit_code`` is 128 + the signal). A second Ctrl-C raises at once, saving nothing."""
+        with StopSignals() as signals:
+            self.signals = signals
+            try:
+                return self._fit()
+            except KeyboardInterrupt:
+                if self.info.is_main:
+                    print(f"\n[pjepa] interrupted again: stopped without saving; checkpoints/last (if any) is kept. "
+                          f"Continue with: pjepa train --resume {self.run_dir}", flush=True)
+                raise
 
     def _fit(self) -> dict[str, float]:
         c, info = self.cfg, self.info
@@ -236,11 +246,11 @@ class Trainer:
                   f"({info.world_size} x {self.batcher.local_batch}), peak lr {self.peak_lr:.3g} "
                   f"(lr_scaling={c.optim.lr_scaling}), device {self.device}; {len(s.train)} training images, "
                   f"validation {s.val.split} ({len(s.val)})", flush=True)
-        monitor = StepMonitor(self.device)
+        monitor = StepMonitor(self.device, check_grads=not self.scaler.is_enabled())
         t_start, wall0 = time.perf_counter(), self.state.wall_seconds
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
                    desc="train", dynamic_ncols=True, mininterval=1.0)
-        step, last = self.state.step, {}
+        step, last, signalled = self.state.step, {}, False
         if step == 0 and c.train.eval_every > 0 and info.is_main:
             self._evaluate(0)  # the curve starts at the random-initialisation value
         barrier()
@@ -251,7 +261,12 @@ class Trainer:
             step = self.state.step = step + 1
             bar.update(1)
             time_up = c.train.time_limit_min > 0 and time.perf_counter() - t_start > 60 * c.train.time_limit_min
-            time_up = broadcast_flag(time_up, self.device) if log_now or step % 10 == 0 else False
+            signalled = self.signals.received is not None
+            if info.enabled:  # every rank stops at the same step: rank 0's view, every 10 steps
+                sync_now = log_now or step % 10 == 0
+                time_up = broadcast_flag(time_up, self.device) if sync_now else False
+                signalled = broadcast_flag(signalled, self.device) if sync_now else False
+            time_up = time_up or signalled
             if not (log_now or time_up):
                 continue
             bad = monitor.check_finite(self.batcher.local_batch, str(self.run_dir / "checkpoints"))
@@ -264,7 +279,13 @@ class Trainer:
             row.update(sched, epoch=step / self.batcher.steps_per_epoch, wall_seconds=self.state.wall_seconds)
             self.logger.log(step, row)
             bar.set_postfix(loss=f"{row['train/loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-            self._maybe_eval_and_save(step, force=time_up or step == self.total)
+            # on a signal: save only (a scheduler's grace period is short), no periodic evaluation
+            self._maybe_eval_and_save(step, force=time_up or step == self.total, evaluate=not signalled)
+            if signalled:
+                if info.is_main:
+                    print(f"\n[pjepa] {self.signals.name or 'stop signal'} at step {step}: saved checkpoints/last. "
+                          f"Continue with: pjepa train --resume {self.run_dir}", flush=True)
+                break
             if time_up:
                 if info.is_main:
                     print(f"\n[pjepa] time limit of {c.train.time_limit_min} min reached at step {step}", flush=True)
@@ -272,7 +293,8 @@ class Trainer:
         bar.close()
         self.logger.close()
         barrier()
-        return {"step": step, **last, "best_knn": self.state.best_knn}
+        code = EXIT_CODES.get(self.signals.received, 143) if signalled else 0
+        return {"step": step, **last, "best_knn": self.state.best_knn, "exit_code": code}
 
     def _evaluate(self, step: int) -> dict[str, float]:
         res = self.evaluator(self.method)
@@ -286,9 +308,9 @@ class Trainer:
                   f"{len(self.evaluator.query_idx)} queries of {self.splits.val.split})", flush=True)
         return res
 
-    def _maybe_eval_and_save(self, step: int, force: bool) -> None:
+    def _maybe_eval_and_save(self, step: int, force: bool, evaluate: bool = True) -> None:
         c = self.cfg
-        do_eval = c.train.eval_every > 0 and (step % c.train.eval_every == 0 or force)
+        do_eval = evaluate and c.train.eval_every > 0 and (step % c.train.eval_every == 0 or force)
         if do_eval and self.info.is_main:
             res = self._evaluate(step)
             if res.get("knn/top1_weighted", -math.inf) > self.state.best_knn:

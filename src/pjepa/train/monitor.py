@@ -17,14 +17,24 @@ from pjepa.methods import Batch, StepOutput
 
 
 class NonFiniteLossError(PJepaError, RuntimeError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+    """Training produced a NaN/inf loss, gradient or weight; the last good checkpoint is kept."""
+
+
+def params_finite(params: list[torch.Tensor]) -> bool:
+    """True when every parameter is finite (one fused norm, one host sync)."""
+    if not params:
+        return True
+    norms = torch._foreach_norm([p.detach() for p in params])
+    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 class StepMonitor:
     """Window means of every metric (per key: diagnostics appear only on logging steps)."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.first_bad = torch.tensor(-1, device=device)  # step of the first non-finite loss
+    def __init__(self, device: torch.device, check_grads: bool = True) -> None:
+        # With a GradScaler, inf gradients are expected (the scaler skips that step): check only without one.
+        self.check_grads = check_grads
+        self.first_bad = torch.tensor(-1, device=device)  # step of the first non-finite loss or gradient
         self.bad_stats = torch.zeros(3, device=device)  # (loss, image mean, image std) of that step
         self._reset()
 
@@ -35,7 +45,11 @@ class StepMonitor:
 
     def add(self, batch: Batch, out: StepOutput) -> None:
         loss = out.loss.detach()
-        new_bad = (self.first_bad < 0) & ~torch.isfinite(loss)  # device-side: no host sync per step
+        finite = torch.isfinite(loss)
+        grad_norm = out.metrics.get("train/grad_norm")
+        if self.check_grads and torch.is_tensor(grad_norm):  # a finite loss can still give inf/nan gradients
+            finite = finite & torch.isfinite(grad_norm)
+        new_bad = (self.first_bad < 0) & ~finite  # device-side: no host sync per step
         self.first_bad = torch.where(new_bad, batch.step, self.first_bad)
         x = batch.images
         self.bad_stats = torch.where(new_bad, torch.stack([loss.float(), x.mean(), x.std()]), self.bad_stats)
@@ -50,7 +64,7 @@ class StepMonitor:
         if bad < 0:
             return None
         loss, mean, std = self.bad_stats.tolist()
-        return (f"non-finite loss ({loss}) at step {bad} (its batch of {batch_size} images: mean {mean:.4f}, "
+        return (f"non-finite loss or gradients (loss {loss}) at step {bad} (its batch of {batch_size} images: mean {mean:.4f}, "
                 f"std {std:.4f}); the last good checkpoint in {where} is kept. "
                 "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
 

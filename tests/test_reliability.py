@@ -1,0 +1,120 @@
+"""Runs that survive faults: stop signals, non-finite gradients, torn metrics lines, failed writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from conftest import ROOT, SMOKE, TINY, run_cli
+from pjepa.config import load_config
+from pjepa.errors import CheckpointError
+from pjepa.runs.checkpoint import load_checkpoint
+from pjepa.runs.metrics import MetricsLogger, append_line, read_metrics
+from pjepa.train.loop import NonFiniteLossError, train
+
+SIGNAL_AT = """
+import os, signal, sys
+import pjepa.train.loop as loop
+original = loop.Trainer.train_step
+def step(self, s, *a, **k):
+    if s == int(os.environ["SIGNAL_AT_STEP"]):
+        os.kill(os.getpid(), int(os.environ["SIGNAL"]))
+    return original(self, s, *a, **k)
+loop.Trainer.train_step = step
+from pjepa.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def losses(run) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in read_metrics(run) if "train/loss" in r}
+
+
+def test_sigterm_then_resume_continues_bit_identically(tmp_path):
+    args = ["train", "--config", str(SMOKE), *TINY, "train.max_steps=12", "train.log_every=1",
+            "train.ckpt_every=4", "train.eval_every=0", "head.name=mdn"]
+    ref = run_cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", SIGNAL_AT_STEP="6",
+               SIGNAL=str(int(signal.SIGTERM)))
+    stopped = subprocess.run([sys.executable, "-c", SIGNAL_AT, *args, "--out", str(tmp_path / "run")],
+                             env=env, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr  # 128 + SIGTERM, after saving
+    assert "SIGTERM at step 7: saved checkpoints/last" in stopped.stdout
+    _, state = load_checkpoint(tmp_path / "run" / "checkpoints", "last")
+    assert state["step"] == 7  # the step in flight finished; not the step-4 checkpoint
+    resumed = run_cli("train", "--resume", str(tmp_path / "run"))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = losses(tmp_path / "ref"), losses(tmp_path / "run")
+    assert sorted(b) == list(range(1, 13))  # no step twice, none missing
+    assert a == b  # bit-identical continuation
+    wa, _ = load_checkpoint(tmp_path / "ref" / "checkpoints", "last")
+    wb, _ = load_checkpoint(tmp_path / "run" / "checkpoints", "last")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_non_finite_gradients_with_a_finite_loss_are_never_saved(tmp_path, monkeypatch, one_thread):
+    """A finite loss whose gradient is NaN (here: a hook on the predictor's output) stops the run at the
+    next check, and no checkpoint with a non-finite value exists afterwards."""
+    from pjepa.methods.ijepa import IJEPA
+
+    original = IJEPA.training_step
+
+    def poisoned(self, batch):
+        out = original(self, batch)
+        if int(batch.step) == 5:
+            out.loss.register_hook(lambda g: g * float("nan"))  # the loss stays finite
+        return out
+
+    monkeypatch.setattr(IJEPA, "training_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="step 5"):
+        train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)
+    for name in ("last", "best"):
+        path = run / "checkpoints" / name
+        if path.exists():
+            weights, state = load_checkpoint(run / "checkpoints", name)
+            assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+            assert state["step"] == 4
+
+
+def test_a_torn_last_line_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 1, "train/loss": 0.5}) + "\n" + '{"step": 2, "train/lo')
+    with pytest.warns(UserWarning, match="line 2 is not a whole metrics row"):
+        rows = read_metrics(tmp_path)
+    assert rows == [{"step": 1, "train/loss": 0.5}]
+
+
+def test_resume_rewrites_the_log_atomically_and_drops_later_and_torn_rows(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3, 4)) + '{"st')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MetricsLogger(tmp_path, resume_step=2).close()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert not list(tmp_path.glob(".metrics.jsonl.*"))  # no temporary file left
+
+
+def test_a_failed_append_is_a_named_error(tmp_path):
+    target = tmp_path / "ro"
+    target.mkdir()
+    os.chmod(target, 0o500)
+    try:
+        if os.access(target, os.W_OK):  # root ignores permissions: use a path that cannot be a file
+            target = tmp_path / "metrics.jsonl"
+            target.mkdir()
+            with pytest.raises(CheckpointError, match="cannot append to .*metrics.jsonl"):
+                append_line(target, "{}")
+        else:
+            with pytest.raises(CheckpointError, match="cannot append to"):
+                append_line(target / "metrics.jsonl", "{}")
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
