@@ -118,3 +118,62 @@ def test_a_failed_append_is_a_named_error(tmp_path):
                 append_line(target / "metrics.jsonl", "{}")
     finally:
         os.chmod(tmp_path / "ro", 0o700)
+
+
+def tiny_args(out, *extra):
+    return ["train", "--config", str(SMOKE), *TINY, "train.max_steps=4", "train.eval_every=0", *extra,
+            "--out", str(out)]
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    from pjepa.runs import RunLock
+
+    run = tmp_path / "run"
+    with RunLock(run):  # another live process (this one) holds it
+        second = run_cli(*tiny_args(run))
+    assert second.returncode == 2 and "is being written by pid" in second.stderr
+    (run / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename, "started": 0}))
+    taken = run_cli(*tiny_args(run))  # a dead process's lock on this host: taken over
+    assert taken.returncode == 0, taken.stderr
+    assert not (run / ".lock").exists()  # released at the end
+
+
+def test_a_fresh_run_into_an_existing_one_is_refused_unless_forced(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(*tiny_args(run)).returncode == 0
+    again = run_cli(*tiny_args(run))
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--force" in again.stderr
+    forced = run_cli(*tiny_args(run, "train.max_steps=2"), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(losses(run)) == [2]  # the old log (steps 2, 4) is gone: log_every=2 in TINY
+
+
+def test_a_resume_may_not_change_the_experiment_and_records_what_it_changes(tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(*tiny_args(run)).returncode == 0
+    config_before = (run / "config.yaml").read_text()
+    bad = run_cli("train", "--resume", str(run), "optim.lr=1e6")
+    assert bad.returncode == 2 and "optim.lr would make it another experiment" in bad.stderr
+    longer = run_cli("train", "--resume", str(run), "train.max_steps=6")
+    assert longer.returncode == 0, longer.stderr
+    assert (run / "config.yaml").read_text() == config_before  # the run's own config is kept
+    entries = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
+    assert entries[0]["step"] == 4 and entries[0]["overrides"] == ["train.max_steps=6"]
+    from pjepa.runs import Run
+
+    assert Run(run).config.train.max_steps == 6  # readers see the resumed config
+    assert sorted(losses(run)) == [2, 4, 6]  # log_every=2 in TINY: each step once
+
+
+def test_auto_resume_continues_or_starts(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli(*tiny_args(run, "train.max_steps=2"), "--auto-resume")  # nothing there: starts
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*tiny_args(run, "train.max_steps=2"), "--auto-resume")  # complete: resumes, nothing to do
+    assert again.returncode == 0 and "finished at step 2" in again.stdout
+    import shutil
+
+    shutil.rmtree(run / "checkpoints")  # died before its first checkpoint: starts again, cleanly
+    third = run_cli(*tiny_args(run, "train.max_steps=2"), "--auto-resume")
+    assert third.returncode == 0, third.stderr
+    assert sorted(losses(run)) == [2]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--out", type=Path, help="run directory (default: runs/NNNNN-<config name>)")
     p.add_argument("--dry-run", action="store_true", help="check and print the resolved config, then exit")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="with --config and --out: continue the run in --out from its newest complete checkpoint "
+                        "if it has one, else start it (what preemptible clusters need)")
+    p.add_argument("--force", action="store_true",
+                   help="with --config: delete the run already in --out (its checkpoints, log, evaluations) first")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=1e-3")
 
 
@@ -102,31 +108,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pjepa.config import build_config, dump_config, load_config
     from pjepa.errors import ConfigError
     from pjepa.presets import resolve_config_path
-    from pjepa.runs import Run
+    from pjepa.runs import Run, RunLock, check_resume_overrides
     from pjepa.train.loop import train
     from pjepa.utils import next_run_dir
 
-    if args.resume is not None:
+    resume = args.resume is not None
+    if resume:
         run_dir = args.resume
-        cfg = build_config(Run(run_dir).raw_config, args.overrides)
+        run = Run(run_dir)
+        check_resume_overrides(args.overrides)
+        cfg = build_config(run.raw_config, run.resume_overrides() + args.overrides)
     else:
         path = resolve_config_path(args.config)
         cfg = load_config(path, args.overrides)
         if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("under torchrun pass --out DIR so that every process writes to the same run")
+        if args.auto_resume and args.out is None:
+            raise ConfigError("--auto-resume needs --out DIR: the run directory to continue or start")
         run_dir = args.out or next_run_dir(Path("runs"), path.stem)
     cfg = check_config(cfg)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    if args.resume is None and (run_dir / "checkpoints").exists():
-        raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-    result = train(cfg, run_dir, resume=args.resume is not None)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    # refuse now if another process writes there (train() holds the lock again until it ends)
+    with RunLock(run_dir) if main_rank else contextlib.nullcontext():
+        resume, cfg = _settle_run_dir(args, run_dir, resume, cfg, main_rank)
+    result = train(cfg, run_dir, resume=resume)
     if result.get("exit_code"):  # stopped by SIGTERM / SIGINT after saving checkpoints/last
         return int(result["exit_code"])
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[pjepa] finished at step {result['step']}; run directory: {run_dir}")
     return 0
+
+
+def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, main_rank: bool):
+    """(resume?, config): --auto-resume continues a run that has a checkpoint (with its own config; command
+    line overrides apply only when a run starts), --force or --auto-resume clears one that has none,
+    anything else refuses to write over a run; a resume's overrides are recorded in resumes.jsonl."""
+    from pjepa.checks import check_config
+    from pjepa.config import build_config
+    from pjepa.errors import ConfigError
+    from pjepa.runs import Run
+
+    if not resume and (run_dir / "config.yaml").is_file():
+        if args.auto_resume and Run(run_dir).checkpoint("last") is not None:
+            resume, run = True, Run(run_dir)  # the preempted run: continue it, with its own config
+            cfg = check_config(build_config(run.raw_config, run.resume_overrides()))
+        elif args.force or args.auto_resume:  # auto: it died before its first checkpoint, start it again
+            if main_rank:
+                Run(run_dir).clear()
+        else:
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
+                              "replace it with --force, or pick another --out")
+    elif resume and args.overrides and main_rank:
+        run = Run(run_dir)
+        run.record_resume(run.load_checkpoint("last")[1]["step"], args.overrides)
+    return resume, cfg
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

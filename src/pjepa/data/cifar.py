@@ -1,5 +1,9 @@
 """CIFAR-10 / CIFAR-100 from npz shards or the official python batches.
 
+``path=None`` downloads the official tarball into the cache. A folder given as
+``path`` that holds neither batches nor shards is an error naming what was
+expected, never a download target, unless the option ``url`` asks for one.
+
 Official python batches are pickles, and unpickling runs code named in the
 file. They are read with ``SafeUnpickler``, which only rebuilds numpy arrays
 (and a couple of harmless builtins) and refuses every other global, so a
@@ -20,6 +24,7 @@ import torch
 from pjepa.data.base import ImageDataset
 from pjepa.data.decode import resize_uint8
 from pjepa.data.download import cache_root, download, extract_tar
+from pjepa.data.files import folder_summary
 from pjepa.data.npz import PathArg, read_npz, resolve_shards
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
@@ -89,10 +94,12 @@ def safe_unpickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             return SafeUnpickler(f, path).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
-        if isinstance(err, DataError):
-            raise
+    except DataError:
+        raise  # a refused global, already named (DataError is a ValueError: keep it out of the clause below)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
         raise DataError(f"cannot unpickle {path}: {err}; the file is corrupt — download it again") from err
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from err
 
 
 def _batch_arrays(batch: Any, path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -100,14 +107,15 @@ def _batch_arrays(batch: Any, path: Path, label_key: bytes) -> tuple[np.ndarray,
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         keys = list(batch) if isinstance(batch, dict) else type(batch).__name__
         raise DataError(f"{path} is not a CIFAR batch: expected keys b'data' and {label_key!r}, found {keys}")
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise DataError(f"{path}: {label_key!r} must be a list of N integer labels, got {labels.dtype} {labels.shape}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(
             f"{path}: b'data' must be uint8 (N, 3072) with N labels, got {data.dtype} {data.shape} "
             f"and {len(labels)} labels"
         )
-    return data.reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64, copy=False)
 
 
 def read_python_batches(folder: Path, split: str, name: str) -> ImageDataset:
@@ -117,7 +125,10 @@ def read_python_batches(folder: Path, split: str, name: str) -> ImageDataset:
     meta = safe_unpickle(folder / meta_file)
     if not isinstance(meta, dict) or meta_key not in meta:
         raise DataError(f"{folder / meta_file} lacks {meta_key!r}; is this the {name} python version?")
-    class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[meta_key]]
+    try:
+        class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[meta_key]]
+    except (UnicodeDecodeError, TypeError) as err:  # not a list, or names not UTF-8
+        raise DataError(f"{folder / meta_file}: {meta_key!r} must be a list of class names: {err}") from None
     parts = [_batch_arrays(safe_unpickle(folder / f), folder / f, spec["label_key"]) for f in spec["files"][split]]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
@@ -147,13 +158,27 @@ def _download(name: str, folder: Path, url: str | None, md5: str | None) -> Path
     return found
 
 
+def _not_cifar(folder: Path, name: str) -> str:
+    """The error for a folder that holds neither the python batches of ``name`` nor npz shards."""
+    spec = SPECS[name]
+    files = ", ".join([spec["meta"][0], *spec["files"]["train"], *spec["files"]["test"]])
+    return (f"data.path {folder} is not a {name} folder: expected the official python batches ({files}) in it "
+            f"or in {folder / spec['folder']}, or npz shards; {folder_summary(folder)}. Point data.path at the "
+            f"{spec['folder']} folder (or its parent) or an npz shard; or leave data.path unset (null) to download "
+            f"{name} into {cache_root() / name}, or pass the option url=<tarball URL> to download into {folder}")
+
+
 def _load(name: str, split: str, path: PathArg, image_size: int | None, url: str | None, md5: str | None) -> ImageDataset:
     if split not in SPLITS:
         raise DataError(f"{name} has splits {', '.join(SPLITS)}, got {split!r}")
     if path is None or (isinstance(path, (str, os.PathLike)) and Path(path).expanduser().is_dir()):
         folder = cache_root() / name if path is None else Path(path).expanduser()
         batches = _batch_folder(folder, name)
-        if batches is None and (path is None or not list(folder.glob("*.npz"))):
+        if batches is None and not list(folder.glob("*.npz")):
+            # A folder the user named is never filled behind their back: download only into the
+            # cache (no path) or when the option url= asks for it.
+            if path is not None and url is None:
+                raise DataError(_not_cifar(folder, name))
             batches = _download(name, folder, url, md5)
         if batches is not None:
             return _resized(read_python_batches(batches, split, name), image_size)

@@ -2,7 +2,10 @@
 
 Datasets are decoded once and kept in memory as uint8 (N, 3, H, W): decoding is
 the slow part of loading, indexing a tensor is free. Every image goes through
-``.convert("RGB")`` so grayscale, palette, CMYK and RGBA files are accepted.
+``.convert("RGB")`` so grayscale, palette, CMYK and RGBA files are accepted (alpha
+is dropped, not composited). 16-bit greyscale (PNG, TIFF) keeps its high byte:
+Pillow's own conversion clips it (any value >= 255 turns white). 32-bit integer
+and float images have no agreed range and are refused.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pjepa.errors import DataError
@@ -24,16 +27,47 @@ PROGRESS_MIN = 5000
 Blob = bytes | bytearray | memoryview
 
 
+#: Pillow modes of 16-bit greyscale (PNG, TIFF, PGM): unsigned, 0..65535.
+_GREY16 = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+#: Modes without an agreed 0..255 mapping (32-bit integers, floats): refused rather than guessed.
+_NO_RANGE = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def _where(index: int, names: Sequence[str] | None, source: str) -> str:
+    """'image 3 ('a.jpg') of SOURCE': which image an error is about."""
+    name = f" ({names[index]!r})" if names is not None else ""
+    return f"image {index}{name} of {source}"
+
+
+def _rgb(img: Image.Image, index: int, names: Sequence[str] | None, source: str) -> Image.Image:
+    """``img`` (loaded) as RGB, with 8-bit values that mean what the file meant."""
+    mode = img.mode
+    if mode in _GREY16 or (mode == "I" and img.format == "PNG"):  # Pillow < 10 opens 16-bit PNGs as "I"
+        # convert("RGB") would clip 0..65535 to 0..255; the high byte is the 8-bit value (65535 -> 255).
+        grey = (np.asarray(img) >> 8).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in _NO_RANGE:
+        raise DataError(
+            f"{_where(index, names, source)} is a {_NO_RANGE[mode]} image (Pillow mode {mode}), which has no "
+            "standard 0..255 range; save it as an 8-bit (or 16-bit) RGB or greyscale JPEG/PNG"
+        )
+    return img.convert("RGB")
+
+
 def _open_rgb(blob: Blob, index: int, names: Sequence[str] | None, source: str) -> Image.Image:
     """Decode one image to RGB; any decoder failure becomes a DataError naming it."""
     try:
         with Image.open(io.BytesIO(blob)) as img:
             img.load()
-            return img.convert("RGB")
+            return _rgb(img, index, names, source)
+    except DataError:
+        raise  # already names the image (DataError is a ValueError: keep it out of the clause below)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-        name = f" ({names[index]!r})" if names is not None else ""
+        # Pillow's own text for an unknown format names a BytesIO object, which tells the user nothing.
+        reason = "no known image format (empty, random bytes or a broken header)" if isinstance(
+            err, UnidentifiedImageError) else str(err)
         raise DataError(
-            f"cannot decode image {index}{name} of {source}: {err}; the file is corrupt "
+            f"cannot decode {_where(index, names, source)}: {reason}; the file is corrupt "
             "or not an image — replace it or re-create the data file"
         ) from err
 

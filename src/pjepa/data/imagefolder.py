@@ -48,15 +48,25 @@ def load_imagefolder(split: str, path: str | os.PathLike | None = None, *, image
     if not root.is_dir():
         raise DataError(f"imagefolder root {root} is not a folder; pass a folder holding one sub-folder per class")
     folder = root / split if (root / split).is_dir() else root
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    try:
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    except OSError as err:
+        raise DataError(f"cannot list imagefolder {folder}: {err.strerror or err}") from err
     if not classes:
         raise DataError(f"{folder} has no class sub-folders; expected {folder}/<class>/<image>.jpg")
-    files, labels = [], []
+    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+    files, labels, empty = [], [], []
     for label, cls in enumerate(classes):
         found = list_images(folder / cls)
+        if not found:
+            empty.append(cls)
         files += found
         labels += [label] * len(found)
     if not files:
-        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise DataError(f"no images ({exts}) in the class folders of {folder}")
+        raise DataError(f"no images ({exts}) in the class folders of {folder}; expected {folder}/<class>/<image>.jpg")
+    if empty:
+        # An empty class folder would still be a class (it shifts num_classes and the probes'
+        # chance level) with no example: most likely a copy that went wrong, so say so.
+        shown = ", ".join(str(folder / c) for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise DataError(f"class folder(s) {shown} hold no images ({exts}); add the images or remove the folder(s)")
     return read_files(files, labels, classes, "imagefolder", split, str(folder), image_size)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,12 +33,12 @@ _REQUIRED = ("bytes", "offsets", "y")
 
 @dataclass
 class _Part:
-    """One split of one shard, arrays as stored."""
+    """One split of one shard (offsets and labels cast to int64 by ``_check_part``)."""
 
     path: Path
     data: np.ndarray  # uint8 (total_bytes,)
     offsets: np.ndarray  # int64 (N + 1,)
-    labels: np.ndarray  # int (N,)
+    labels: np.ndarray  # int64 (N,)
     files: np.ndarray | None  # str (N,)
     class_names: list[str] | None
 
@@ -76,52 +78,125 @@ def resolve_shards(path: PathArg, dataset: str = "npz", hint: str | None = None)
     return [shard for item in items for shard in _expand(item, hint)]
 
 
-def _names(value: np.ndarray | None) -> list[str] | None:
-    return None if value is None else [str(v) for v in value.tolist()]
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+_FORMAT = ("an npz shard holds encoded images: {s}_bytes (uint8, the JPEG/PNG files concatenated), "
+           "{s}_offsets (N+1 integer byte offsets) and {s}_y (N integer labels)")
 
 
-def _read_part(path: Path, split: str) -> tuple[_Part | None, list[str]]:
-    """Read ``split`` from one shard; (None, splits available) when it has none."""
+def _not_npz(path: Path) -> str | None:
+    """Why ``path`` is not an npz file (from its first bytes), or None when it may be one.
+
+    Checked before ``np.load``, whose fallback for unknown files is pickle and whose
+    message then advises ``allow_pickle=True``: the wrong advice for a data file.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.files)
-            splits = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_bytes")})
-            present = [f"{split}_{k}" in keys for k in _REQUIRED]
-            if not any(present):
-                return None, splits
-            if not all(present):
-                raise DataError(
-                    f"{path} lacks {', '.join(f'{split}_{k}' for k in _REQUIRED if f'{split}_{k}' not in keys)}; "
-                    f"keys found: {', '.join(keys)}; splits available: {', '.join(splits) or 'none'}"
-                )
-            part = _Part(
-                path=path,
-                data=z[f"{split}_bytes"],
-                offsets=z[f"{split}_offsets"].astype(np.int64),
-                labels=z[f"{split}_y"].astype(np.int64),
-                files=z[f"{split}_files"] if f"{split}_files" in keys else None,
-                class_names=_names(z["class_names"]) if "class_names" in keys else None,
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as err:
+        raise DataError(f"cannot read npz shard {path}: {err.strerror or err}") from err
+    if head.startswith(_ZIP_MAGIC):
+        return None
+    if head.startswith(_NPY_MAGIC):
+        return "it is a single .npy array, not an .npz archive of named arrays (write it with numpy.savez)"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed (a .tar.gz?): unpack it and pass the folder or the shard inside"
+    return f"it does not start like a zip archive (first bytes {head!r}); numpy.savez writes a zip"
+
+
+@contextmanager
+def open_npz(path: Path) -> Iterator[Any]:
+    """``np.load(path)`` as an open NpzFile (arrays only, no pickles); DataError naming ``path`` for
+    anything that is not a readable npz archive."""
+    why = _not_npz(path)
+    if why is not None:
+        raise DataError(f"{path} is not an npz shard: {why}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"cannot read npz shard {path}: {err}; the file is truncated or not written by "
+                        "numpy.savez — re-create it") from err
+    with z:
+        yield z
+
+
+def array(z: Any, key: str, path: Path) -> np.ndarray:
+    """``z[key]``; members are read lazily, so a corrupt or pickled one fails here, named."""
+    try:
+        return z[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"cannot read array {key!r} of npz shard {path}: {err}; the shard is corrupt "
+                        "or holds Python objects (only plain arrays are read) — re-create it") from err
+
+
+def _names(value: np.ndarray | None, key: str, path: Path) -> list[str] | None:
+    """A 1-D array of names as str (bytes decoded); a 0-d string would silently become its characters."""
+    if value is None:
+        return None
+    if value.ndim != 1:
+        raise DataError(f"{key} in {path} must be a 1-D array of names, got shape {value.shape}")
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value.tolist()]
+
+
+def _read_part(path: Path, split: str) -> tuple[_Part | None, list[str], list[str]]:
+    """Read ``split`` from one shard; (None, splits available, keys) when it has none."""
+    with open_npz(path) as z:
+        keys = list(z.files)
+        splits = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith("_bytes")})
+        present = [f"{split}_{k}" in keys for k in _REQUIRED]
+        if not any(present):
+            return None, splits, keys
+        if not all(present):
+            raise DataError(
+                f"{path} lacks {', '.join(f'{split}_{k}' for k in _REQUIRED if f'{split}_{k}' not in keys)}; "
+                f"keys found: {', '.join(keys)}; splits available: {', '.join(splits) or 'none'}"
             )
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"cannot read npz shard {path}: {err}; is it a numpy .npz file of plain arrays?") from err
+        files_key = f"{split}_files"
+        part = _Part(
+            path=path,
+            data=array(z, f"{split}_bytes", path),
+            offsets=array(z, f"{split}_offsets", path),
+            labels=array(z, f"{split}_y", path),
+            files=array(z, files_key, path) if files_key in keys else None,
+            class_names=_names(array(z, "class_names", path), "class_names", path) if "class_names" in keys else None,
+        )
     _check_part(part, split)
-    return part, splits
+    return part, splits, keys
+
+
+def _integers(a: np.ndarray, key: str, path: Path, what: str) -> np.ndarray:
+    """``a`` as int64 when it is a 1-D integer array; else DataError (floats would be truncated silently,
+    strings parsed)."""
+    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{key} in {path} must be a 1-D integer array ({what}), got {a.dtype} of shape {a.shape}; "
+                        "re-create the shard with integer values")
+    if a.dtype == np.uint64 and len(a) and a.max() > np.iinfo(np.int64).max:
+        raise DataError(f"{key} in {path} holds values above 2**63 - 1; {what} must fit int64")
+    return a.astype(np.int64, copy=False)
 
 
 def _check_part(part: _Part, split: str) -> None:
-    """Validate array types and that offsets, labels and file names agree."""
-    off, n = part.offsets, len(part.labels)
+    """Validate array types and shapes, and that offsets, labels and file names agree (offsets and
+    labels are cast to int64 here, once checked)."""
     where = f"split {split!r} of {part.path}"
     if part.data.dtype != np.uint8 or part.data.ndim != 1:
-        raise DataError(f"{split}_bytes in {part.path} must be uint8 (total_bytes,), got {part.data.dtype} {part.data.shape}")
-    if off.ndim != 1 or len(off) != n + 1:
-        raise DataError(f"{where}: {split}_offsets has {len(off)} entries but {split}_y has {n} labels; expected N+1 offsets")
+        raise DataError(
+            f"{split}_bytes in {part.path} must be uint8 (total_bytes,), got {part.data.dtype} {part.data.shape}; "
+            + _FORMAT.format(s=split) + " — raw pixel arrays must be encoded to JPEG/PNG first"
+        )
+    part.labels = _integers(part.labels, f"{split}_y", part.path, "N class indices")
+    part.offsets = off = _integers(part.offsets, f"{split}_offsets", part.path, "N+1 byte offsets")
+    n = len(part.labels)
+    if len(off) != n + 1:
+        raise DataError(f"{where}: {split}_offsets has {len(off)} entries but {split}_y has {n} labels; "
+                        "expected N+1 offsets (one per image plus the end)")
     if n and (off[0] < 0 or off[-1] > len(part.data) or np.any(np.diff(off) < 0)):
         raise DataError(f"{where}: {split}_offsets must rise from >= 0 to <= len({split}_bytes) = {len(part.data)}")
-    if part.files is not None and len(part.files) != n:
-        raise DataError(f"{where}: {split}_files has {len(part.files)} names but {split}_y has {n} labels")
+    if part.files is not None and (part.files.ndim != 1 or len(part.files) != n):
+        raise DataError(f"{where}: {split}_files has shape {part.files.shape} but {split}_y has {n} labels; "
+                        "expected one name per image")
 
 
 def _class_names(parts: list[_Part], labels: np.ndarray, split: str) -> list[str]:
@@ -173,15 +248,18 @@ def read_npz(
     ``keep_classes=k`` keeps only labels < k (and the first k class names): how
     Tiny ImageNet-100 is cut from 200-class shards without decoding the rest.
     """
-    parts, seen = [], {}
+    parts, seen, any_split = [], {}, False
     for path in paths:
-        part, splits = _read_part(path, split)
-        seen[path] = splits
+        part, splits, keys = _read_part(path, split)
+        any_split |= bool(splits)
+        # A shard with no split at all is likely another format (raw arrays): show its keys.
+        seen[path] = ", ".join(splits) if splits else f"none (keys: {', '.join(keys) or 'none'})"
         if part is not None:
             parts.append(part)
     if not parts:
-        avail = "; ".join(f"{p.name}: {', '.join(s) or 'none'}" for p, s in seen.items())
-        raise DataError(f"no shard holds split {split!r} ({split}_bytes/_offsets/_y); splits available: {avail}")
+        avail = "; ".join(f"{p.name}: {s}" for p, s in seen.items())
+        hint = "" if any_split else "; " + _FORMAT.format(s=split)
+        raise DataError(f"no shard holds split {split!r} ({split}_bytes/_offsets/_y); splits available: {avail}{hint}")
     all_labels = np.concatenate([p.labels for p in parts])
     class_names = _class_names(parts, all_labels, split)
     if keep_classes is not None:

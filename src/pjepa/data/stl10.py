@@ -17,6 +17,7 @@ import torch
 from pjepa.data.base import ImageDataset
 from pjepa.data.decode import resize_uint8
 from pjepa.data.download import cache_root, download, extract_tar
+from pjepa.data.files import folder_summary, read_text
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
 
@@ -41,7 +42,7 @@ def _class_names(folder: Path) -> list[str]:
     path = folder / "class_names.txt"
     if not path.is_file():
         return list(DEFAULT_CLASS_NAMES)
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "STL-10 class-name file").splitlines() if line.strip()]
     if len(names) != 10:
         raise DataError(f"{path} lists {len(names)} class names; STL-10 has 10")
     return names
@@ -90,7 +91,8 @@ def load_stl10(split: str, path: str | os.PathLike | None = None, *, limit: int 
     """STL-10 binary (splits train/test/unlabeled). Options: limit, image_size, url, md5.
 
     ``path`` is the ``stl10_binary`` folder or its parent; None downloads the
-    official tarball (2.6 GB) into the cache.
+    official tarball (2.6 GB) into the cache. A folder without the files is an
+    error, not a download target, unless ``url`` is given.
     """
     if split not in SPLITS:
         raise DataError(f"stl10 has splits {', '.join(SPLITS)}, got {split!r}")
@@ -101,6 +103,13 @@ def load_stl10(split: str, path: str | os.PathLike | None = None, *, limit: int 
     if found is None:
         if path is not None and not folder.is_dir():
             raise DataError(f"stl10 path {folder} does not exist; pass the stl10_binary folder or its parent")
+        if path is not None and url is None:  # never fill a folder the user named unless url= asks for it
+            raise DataError(
+                f"data.path {folder} is not an STL-10 folder: expected train_X.bin (or unlabeled_X.bin) in it or in "
+                f"{folder / FOLDER}; {folder_summary(folder)}. Point data.path at the {FOLDER} folder (or its "
+                f"parent); or leave data.path unset (null) to download STL-10 (2.6 GB) into {cache_root() / 'stl10'}, "
+                f"or pass the option url=<tarball URL> to download into {folder}"
+            )
         tarball = download(url or URL, folder / "stl10_binary.tar.gz", md5=md5 or MD5)
         extract_tar(tarball, folder)
         found = _find_folder(folder)

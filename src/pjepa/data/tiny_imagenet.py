@@ -3,9 +3,13 @@
 1. npz shards (``tin100_*_jpeg.npz``): delegated to the npz loader.
 2. The original ``tiny-imagenet-200/`` folder (``wnids.txt``, ``words.txt``,
    ``train/<wnid>/images/*.JPEG``, ``val/images`` + ``val/val_annotations.txt``).
-3. No data at hand (``path`` None, or a folder without data): the Hugging Face
-   ``zh-plus/tiny-imagenet`` parquet files are downloaded into the cache,
-   converted once to an npz shard there, and read from it.
+3. No data at hand (``path`` None; or a folder without data together with the
+   option ``urls``): the Hugging Face ``zh-plus/tiny-imagenet`` parquet files are
+   downloaded into the cache (or that folder), converted once to an npz shard
+   there, and read from it. A folder named as ``path`` is never filled unasked.
+
+Index files (``wnids.txt``, ``val_annotations.txt``) are data: an entry that
+would reach outside the dataset folder (``../``, an absolute path) is refused.
 
 Labels follow sorted WordNet ids, the label order of the HF dataset, so the
 100-class subset is simply "label < 100" in every source.
@@ -22,8 +26,9 @@ import numpy as np
 
 from pjepa.data.base import ImageDataset
 from pjepa.data.download import cache_root, download
+from pjepa.data.files import folder_summary, inside, read_text
 from pjepa.data.imagefolder import IMAGE_EXTENSIONS, read_files
-from pjepa.data.npz import PathArg, read_npz, resolve_shards
+from pjepa.data.npz import PathArg, open_npz, read_npz, resolve_shards
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
 
@@ -38,7 +43,7 @@ URL_ENV: dict[str, str] = {"train": "PJEPA_TINY_IMAGENET_TRAIN_URL", "val": "PJE
 SPLITS = ("train", "val")
 NUM_CLASSES_FULL = 200
 _PATH_HINT = ("tiny-imagenet reads npz shards (file, list or glob), the tiny-imagenet-200/ folder, or an existing "
-              "cache folder (downloaded into when empty); path=None downloads into ~/.cache/pjepa")
+              "cache folder (downloaded into only with the option urls=); path=None downloads into ~/.cache/pjepa")
 
 
 def cache_file(folder: Path, split: str) -> Path:
@@ -153,7 +158,7 @@ def _class_names(root: Path, wnids: list[str]) -> list[str]:
     """First synonym of each wnid from ``words.txt`` (the wnid itself when absent)."""
     words: dict[str, str] = {}
     if (root / "words.txt").is_file():
-        for line in (root / "words.txt").read_text(encoding="utf-8").splitlines():
+        for line in read_text(root / "words.txt", "Tiny ImageNet class-name file").splitlines():
             wnid, _, text = line.partition("\t")
             words[wnid.strip()] = text.split(",")[0].strip()
     return [words.get(w) or w for w in wnids]
@@ -164,15 +169,16 @@ def _val_files(root: Path, index: dict[str, int]) -> tuple[list[Path], list[int]
     ann = root / "val" / "val_annotations.txt"
     if not ann.is_file():
         raise DataError(f"{ann} is missing; the tiny-imagenet-200 val split needs it for labels")
+    images = root / "val" / "images"
     rows = []
-    for n, line in enumerate(ann.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(ann, "Tiny ImageNet val index").splitlines(), 1):
         fields = line.split("\t")
         if len(fields) < 2:
             raise DataError(f"{ann} line {n}: expected '<file>\\t<wnid>...', got {line!r}")
         if fields[1] in index:
-            rows.append((index[fields[1]], fields[0]))
+            rows.append((index[fields[1]], inside(images, fields[0], f"{ann} line {n}")))
     rows.sort()
-    return [root / "val" / "images" / f for _, f in rows], [y for y, _ in rows]
+    return [f for _, f in rows], [y for y, _ in rows]
 
 
 def _train_files(root: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
@@ -182,6 +188,9 @@ def _train_files(root: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
         if not folder.is_dir():
             raise DataError(f"{folder} is missing; expected train/<wnid>/images/*.JPEG for every wnid in wnids.txt")
         found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:  # a class without images would still count as a class: refuse, like imagefolder
+            raise DataError(f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                            f"{folder_summary(folder)}; add its images or remove {wnid} from wnids.txt")
         files += found
         labels += [label] * len(found)
     return files, labels
@@ -189,7 +198,14 @@ def _train_files(root: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
 
 def read_folder_layout(root: Path, split: str, num_classes: int, name: str, image_size: int | None) -> ImageDataset:
     """Read a split of the original folder; labels = index in sorted wnids."""
-    wnids = sorted(w.strip() for w in (root / "wnids.txt").read_text(encoding="utf-8").split() if w.strip())
+    wnids = sorted(w.strip() for w in read_text(root / "wnids.txt", "Tiny ImageNet class list").split() if w.strip())
+    for w in wnids:  # each wnid names a folder train/<wnid>: a plain name, nothing that climbs out
+        if w in (".", "..") or any(c in w for c in "/\\:"):
+            raise DataError(f"{root / 'wnids.txt'} entry {w!r} is not a WordNet id (like n01443537): class ids "
+                            "name folders under train/ and may not hold '/', '\\', ':' or be '..' — fix the file")
+    duplicates = sorted({w for w in wnids if wnids.count(w) > 1})
+    if duplicates:
+        raise DataError(f"{root / 'wnids.txt'} lists {', '.join(duplicates[:5])} more than once; each class once")
     if len(wnids) < num_classes:
         raise DataError(f"{root / 'wnids.txt'} lists {len(wnids)} classes; {name} needs {num_classes}")
     wnids = wnids[:num_classes]
@@ -209,12 +225,9 @@ def _shards_with_split(folder: Path, split: str) -> list[Path]:
     """The ``*.npz`` files in ``folder`` that hold ``split``."""
     found = []
     for shard in sorted(folder.glob("*.npz")):
-        try:
-            with np.load(shard, allow_pickle=False) as z:
-                if f"{split}_bytes" in z.files:
-                    found.append(shard)
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot read npz shard {shard}: {err}") from err
+        with open_npz(shard) as z:
+            if f"{split}_bytes" in z.files:
+                found.append(shard)
     return found
 
 
@@ -229,7 +242,15 @@ def _load(name: str, num_classes: int, split: str, path: PathArg, image_size: in
         if root is not None:
             return read_folder_layout(root, split, num_classes, name, image_size)
         shards = [cache_file(folder, split)] if cache_file(folder, split).is_file() else _shards_with_split(folder, split)
-        if not shards:  # a cache folder without this split: fetch it
+        if not shards:
+            # The cache (no path) is filled on demand; a folder the user named only when urls= asks for it.
+            if path is not None and urls is None:
+                raise DataError(
+                    f"data.path {folder} holds no {name} data for split {split!r}: expected the tiny-imagenet-200/ "
+                    f"folder (wnids.txt, train/, val/) or npz shards holding {split}_bytes; {folder_summary(folder)}. "
+                    f"Point data.path at the data; or leave data.path unset (null) to download into "
+                    f"{cache_root() / 'tiny-imagenet'}, or pass the option urls={{'{split}': '<parquet URL>'}} to "
+                    f"download into {folder}")
             shards = [fetch_hf(folder, split, urls)]
     else:
         shards = resolve_shards(path, name, hint=_PATH_HINT)

@@ -108,9 +108,13 @@ def split_features(run: Run, source: Source, device: torch.device, layers: int =
     return feats, step
 
 
+def encoder_depth(run: Run, source: Source) -> int:
+    """The number of blocks of a non-pixel source's encoder (from the config or the weights' JSON, no loading)."""
+    return int(run.config.model.encoder.depth if source.weights is None else read_architecture(source.weights)["depth"])
+
+
 def probe_layers(run: Run, source: Source) -> int:
     """The last 4 layers, or all of a shallower encoder."""
     if source.baseline == "pixels":
         return 1
-    depth = run.config.model.encoder.depth if source.weights is None else read_architecture(source.weights)["depth"]
-    return min(4, int(depth))
+    return min(4, encoder_depth(run, source))

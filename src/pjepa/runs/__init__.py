@@ -7,12 +7,15 @@ Training writes a run directory; evaluation, tables and figures read it through
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.runs.device import resolve_device
 from pjepa.runs.metrics import MetricsLogger, read_metrics
-from pjepa.runs.run import Run, is_legacy
+from pjepa.runs.lock import RunLock
+from pjepa.runs.run import Run, check_resume_overrides, is_legacy
 from pjepa.runs.state_io import atomic_write_bytes
 
 __all__ = [
     "MetricsLogger",
     "Run",
+    "RunLock",
+    "check_resume_overrides",
     "atomic_write_bytes",
     "checkpoint_path",
     "is_legacy",

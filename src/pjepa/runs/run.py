@@ -1,7 +1,8 @@
 """``Run(path)``: the one reader of a run directory.
 
     runs/00000-smoke/
-      config.yaml        resolved config          -> Run.config
+      config.yaml        resolved config          -> Run.config (with the resumes' overrides applied)
+      resumes.jsonl      one line per resume with overrides (duration, evaluation, logging)
       run_info.json      commit, world size, ...  -> Run.info
       data_stats.json    channel mean/std         -> Run.stats()
       metrics.jsonl      one row per logged step  -> Run.metrics()
@@ -17,6 +18,8 @@ config is migrated on read (see ``pjepa.config.migrate_legacy``).
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,30 @@ import yaml
 
 from pjepa.config import MOVED_KEYS, Config, build_config, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
+from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
 from pjepa.runs.metrics import read_metrics
 from pjepa.runs.state_io import atomic_write_bytes
+
+
+#: What a resume may change: how long, how often to log / evaluate / save, and where it runs; anything
+#: else (model, data, method, head, optimiser, masks, seed) would make the run a different experiment.
+RESUMABLE = ("train.epochs", "train.max_steps", "train.time_limit_min", "train.eval_every", "train.log_every",
+             "train.ckpt_every", "train.progress", "train.num_threads", "train.device", "train.compile", "eval.")
+RUN_FILES = ("config.yaml", "resumes.jsonl", "run_info.json", "data_stats.json", "metrics.jsonl")
+RUN_DIRS = ("checkpoints", "tb", "eval", "figures")
+
+
+def check_resume_overrides(overrides: list[str]) -> None:
+    """ConfigError for an override a resume may not make (see ``RESUMABLE``)."""
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE):
+            raise ConfigError(
+                f"--resume with {item!r}: a resume may change only duration, time limit, evaluation and logging "
+                f"({', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}); {key} would make it another "
+                "experiment: start a new run with --config and --out"
+            )
 
 
 def is_legacy(data: dict[str, Any]) -> bool:
@@ -59,11 +83,30 @@ class Run:
         data = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
         return migrate_legacy(data) if is_legacy(data) else data
 
+    def resume_overrides(self) -> list[str]:
+        """The overrides of every resume so far, in order (``resumes.jsonl``)."""
+        path = self.path / "resumes.jsonl"
+        if not path.is_file():
+            return []
+        out: list[str] = []
+        for line in path.read_text().splitlines():
+            try:
+                out += list(json.loads(line).get("overrides", []))
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a torn last line: that resume never started
+        return out
+
+    def record_resume(self, step: int, overrides: list[str]) -> None:
+        """Append this resume's overrides (config.yaml stays what the run started with)."""
+        check_resume_overrides(overrides)
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": step, "overrides": list(overrides)}
+        append_line(self.path / "resumes.jsonl", json.dumps(entry))
+
     @cached_property
     def config(self) -> Config:
-        """The run's resolved config."""
+        """The run's resolved config: config.yaml, then each resume's overrides."""
         try:
-            return build_config(self.raw_config)
+            return build_config(self.raw_config, self.resume_overrides())
         except ConfigError as e:
             raise CheckpointError(
                 f"{self.path}/config.yaml does not fit this pjepa version ({e}); "
@@ -121,6 +164,13 @@ class Run:
         if not self.eval_dir.is_dir():
             return {}
         return {p.stem: json.loads(p.read_text()) for p in sorted(self.eval_dir.glob("*.json"))}
+
+    def clear(self) -> None:
+        """Delete what training and evaluation wrote here (``--force``): only pjepa's own files and folders."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
 
     def write_eval(self, name: str, result: dict[str, Any]) -> Path:
         """Write ``eval/NAME.json`` atomically; returns its path."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from pjepa.data import channel_stats, splits_for
 from pjepa.errors import ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
-from pjepa.runs import MetricsLogger, atomic_write_bytes, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs import MetricsLogger, RunLock, atomic_write_bytes, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
@@ -112,7 +113,7 @@ class Trainer:
         self.model = self._wrap(self.method)
         self.logger = MetricsLogger(self.run_dir, self.info.is_main, self.state.step if resume else None)
         if self.info.is_main:
-            self._write_run_files()
+            self._write_run_files(keep_config=resume)
 
     # -- set-up
 
@@ -137,9 +138,11 @@ class Trainer:
             return DistributedDataParallel(method, device_ids=ids)
         return method
 
-    def _write_run_files(self) -> None:
+    def _write_run_files(self, keep_config: bool = False) -> None:
+        """config.yaml (kept on resume: a resume's overrides go to resumes.jsonl), data stats, run info."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_dir / "config.yaml", dump_config(self.cfg).encode())
+        if not (keep_config and (self.run_dir / "config.yaml").is_file()):
+            atomic_write_bytes(self.run_dir / "config.yaml", dump_config(self.cfg).encode())
         stats = {"mean": self.mean.tolist(), "std": self.std.tolist(), "samples": self.cfg.data.stats_samples}
         atomic_write_bytes(self.run_dir / "data_stats.json", json.dumps(stats, indent=2).encode())
         s = self.splits
@@ -321,10 +324,16 @@ class Trainer:
         barrier()
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, float]:
-    """Train ``cfg`` into ``run_dir`` (continuing its ``last`` checkpoint if ``resume``)."""
-    trainer = Trainer(cfg, run_dir, resume)
+def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (continuing its ``last`` checkpoint if ``resume``), holding the run
+    directory's lock (rank 0; a second writer gets a named error)."""
+    lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
+        if lock is not None:
+            lock.acquire()
+        trainer = Trainer(cfg, run_dir, resume)
         return trainer.fit()
     finally:
+        if lock is not None:
+            lock.release()
         cleanup()

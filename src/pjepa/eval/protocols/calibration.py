@@ -20,7 +20,7 @@ import torch
 from pjepa.data import splits_for
 from pjepa.eval.calibration import calibration_metrics, sampling_times
 from pjepa.eval.head_metrics import token_rows
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, non_negative_int, positive_int, register
 from pjepa.eval.protocols.head import head_pairs
 from pjepa.eval.protocols.knn import subset
 from pjepa.runs import Run, resolve_device
@@ -70,9 +70,9 @@ def evaluate_calibration(
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--eval-limit", type=int, default=500, help="images of the validation split (0 = all)")
-    p.add_argument("--samples", type=int, default=64, help="draws per target token (intervals, CRPS, energy score)")
-    p.add_argument("--tokens", type=int, default=2048, help="target tokens to draw for (whole images)")
+    p.add_argument("--eval-limit", type=non_negative_int, default=500, help="images of the validation split (0 = all)")
+    p.add_argument("--samples", type=positive_int, default=64, help="draws per target token (intervals, CRPS, energy score)")
+    p.add_argument("--tokens", type=positive_int, default=2048, help="target tokens to draw for (whole images)")
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:

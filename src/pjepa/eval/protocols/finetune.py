@@ -11,11 +11,12 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pjepa.errors import ConfigError
 from pjepa.eval.finetune import Recipe, finetune
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, float_in, non_negative_float,
+                                       positive_float, positive_int, register, source_of)
 from pjepa.eval.sources import Source, labelled_splits, load_encoder_for
 from pjepa.methods.finetune import FineTune
 from pjepa.runs import Run, resolve_device
@@ -51,13 +52,28 @@ def evaluate_finetune(run_dir: str | Path, source: Source | None = None, device:
     return result
 
 
+#: The range of every Recipe flag (crop_scale has none: it is not a flag). A new Recipe field fails
+#: here with a KeyError when the parser is built, so it cannot reach the command line unchecked.
+FLAG_TYPES: dict[str, Callable[[str], Any]] = {
+    "epochs": positive_int,
+    "batch_size": positive_int,
+    "lr": positive_float,
+    "min_lr": non_negative_float,
+    "warmup_fraction": float_in(0, 1),
+    "weight_decay": non_negative_float,
+    "layer_decay": float_in(0, 1, low_open=True),
+    "drop_path": float_in(0, 1, high_open=True),
+    "label_smoothing": float_in(0, 1, high_open=True),
+}
+
+
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_source_arguments(p, pixels=False)
     r = Recipe()
     for f in dataclasses.fields(Recipe):
         if f.name != "crop_scale":
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(r, f.name)), default=getattr(r, f.name))
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=FLAG_TYPES[f.name], default=getattr(r, f.name))
 
 
 def _run(args: argparse.Namespace) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 from pjepa.data import splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, register
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, non_negative_int, positive_int, register
 from pjepa.eval.protocols.knn import subset
 from pjepa.methods import HeadMonitor
 from pjepa.methods.load import load_run_method
@@ -76,8 +76,8 @@ def evaluate_head(
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--eval-limit", type=int, default=1000, help="images of the reported split (0 = all)")
-    p.add_argument("--samples", type=int, default=8, help="draws per target token for the sample spread")
+    p.add_argument("--eval-limit", type=non_negative_int, default=1000, help="images of the reported split (0 = all)")
+    p.add_argument("--samples", type=positive_int, default=8, help="draws per target token for the sample spread")
 
 
 def _run(args: argparse.Namespace) -> list[str]:

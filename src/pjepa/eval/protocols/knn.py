@@ -23,8 +23,9 @@ from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import knn_evaluate, require_labels
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
-from pjepa.eval.sources import Source, load_encoder_for, probe_layers, split_features
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, non_negative_int, positive_int,
+                                       register, source_of)
+from pjepa.eval.sources import Source, encoder_depth, load_encoder_for, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -92,6 +93,10 @@ def evaluate_knn(
     run = Run(run_dir)
     cfg = run.config
     d = cfg.data
+    if baseline != "pixels":  # checked before any data is read: the encoder would fail after the bank is loaded
+        depth = encoder_depth(run, source)
+        if not 1 <= layers <= depth:
+            raise ConfigError(f"--layers {layers}: the encoder has {depth} layers (blocks); choose 1..{depth}")
     dev = resolve_device(device)
     t0 = time.perf_counter()
     splits = splits_for(cfg)
@@ -132,9 +137,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
     p.add_argument("--split", choices=["eval", "val"], default="eval",
                    help="queries: the reported split (data.eval_split) or the validation split (for choices)")
-    p.add_argument("--layers", type=int, default=1, help="concatenate the mean-pooled last N layers")
-    p.add_argument("--train-limit", type=int, default=0, help="random subset of the bank (0 = all)")
-    p.add_argument("--eval-limit", type=int, default=0, help="random subset of the queries (0 = all)")
+    p.add_argument("--layers", type=positive_int, default=1, help="concatenate the mean-pooled last N layers")
+    p.add_argument("--train-limit", type=non_negative_int, default=0, help="random subset of the bank (0 = all)")
+    p.add_argument("--eval-limit", type=non_negative_int, default=0, help="random subset of the queries (0 = all)")
 
 
 def _run(args: argparse.Namespace) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pjepa.eval.linear import linear_probe
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
+from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, positive_int, register, source_of
 from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
@@ -58,7 +58,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_source_arguments(p)
-    p.add_argument("--epochs", type=int, default=100, help="epochs over the cached features")
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs over the cached features")
 
 
 def _run(args: argparse.Namespace) -> list[str]:

@@ -24,7 +24,8 @@ import torch
 from pjepa.data import carve_validation
 from pjepa.errors import ConfigError
 from pjepa.eval.linear import BATCH, linear_probe
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, register, source_of
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, float_in, positive_int, register,
+                                       source_of)
 from pjepa.eval.protocols.linear import feature_views
 from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
@@ -89,8 +90,8 @@ def evaluate_lowshot(run_dir: str | Path, source: Source | None = None, device: 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_source_arguments(p)
-    p.add_argument("--seeds", type=int, default=3, help="subset seeds per fraction")
-    p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS), help="label fractions")
+    p.add_argument("--seeds", type=positive_int, default=3, help="subset seeds per fraction")
+    p.add_argument("--fractions", type=float_in(0, 1, low_open=True, high_open=True), nargs="+", default=list(FRACTIONS), help="label fractions")
     p.add_argument("--layers", type=int, choices=[1, 4], default=1, help="last layer, or the last 4 concatenated")
 
 

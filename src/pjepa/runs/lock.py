@@ -1,0 +1,86 @@
+"""One writer per run directory: ``RUN/.lock`` holds the writer's pid, host and start time.
+
+A second ``pjepa train`` into the same directory (a fresh run or a resume) is refused with a
+named error while the lock's process lives. A lock left by a process that died (SIGKILL,
+power loss) on this host is stale and taken over, so kill-then-resume keeps working; a lock
+from another host cannot be checked from here, and the error says how to clear it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from pjepa.errors import CheckpointError
+
+LOCK_FILE = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # torn or vanished: a lock nobody can prove is held
+    return data if isinstance(data, dict) else None
+
+
+class RunLock:
+    """``with RunLock(run_dir): ...`` holds the run directory's write lock (created with O_EXCL)."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.held = False
+
+    def _holder_error(self, holder: dict[str, Any]) -> CheckpointError:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+        where = f"pid {holder.get('pid')} on host {holder.get('host')}"
+        hint = ("wait for it to finish or stop it" if holder.get("host") == socket.gethostname()
+                else f"if that process is gone, delete {self.path}")
+        return CheckpointError(f"{self.path.parent} is being written by {where} since {since}: "
+                               f"one writer per run directory; {hint}")
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _read(self.path)
+                stale = holder is None or (holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))))
+                if not stale:
+                    raise self._holder_error(holder) from None
+                self.path.unlink(missing_ok=True)  # a dead writer's lock: take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise CheckpointError(f"could not take the lock {self.path}: another process keeps creating it")
+
+    def release(self) -> None:
+        if self.held:
+            holder = _read(self.path)
+            if holder is not None and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
