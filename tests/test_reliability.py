@@ -177,3 +177,47 @@ def test_auto_resume_continues_or_starts(tmp_path):
     third = run_cli(*tiny_args(run, "train.max_steps=2"), "--auto-resume")
     assert third.returncode == 0, third.stderr
     assert sorted(losses(run)) == [2]
+
+
+def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, one_thread):
+    """The second checkpoint's write fails with ENOSPC: a CheckpointError naming the file; checkpoints/last
+    still holds the first one, complete, and no temporary folder is left."""
+    import errno
+
+    import pjepa.runs.state_io as state_io
+
+    calls = {"saves": 0}
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, *a, **k):
+        f = real_fdopen(fd, *a, **k)
+        name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if "model.safetensors" in name:
+            calls["saves"] += 1
+            if calls["saves"] == 2:
+                f.close()
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+
+    monkeypatch.setattr(state_io.os, "fdopen", fdopen)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=r"cannot write .*model.safetensors.*No space left on device"):
+        train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 4
+    assert not list((run / "checkpoints").glob(".*"))  # no half-written folder or file
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, one_thread):
+    from pjepa.runs.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.max_steps=2"]), run)
+    weights, state = load_checkpoint(run / "checkpoints", "last")
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[key] = weights[key].clone().fill_(float("nan"))
+    save_checkpoint(run / "checkpoints", "last", weights, state)  # crafted: pjepa itself never writes this
+    with pytest.raises(CheckpointError, match="non-finite weights"):
+        load_checkpoint(run / "checkpoints", "last")
+    r = run_cli("eval", "knn", "--run", str(run))
+    assert r.returncode == 2 and "non-finite weights" in r.stderr and "Traceback" not in r.stderr

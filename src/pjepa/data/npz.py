@@ -127,7 +127,7 @@ def array(z: Any, key: str, path: Path) -> np.ndarray:
     try:
         return z[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"cannot read array {key!r} of npz shard {path}: {err}; the shard is corrupt "
+        raise DataError(f"cannot read npz shard {path}: array {key!r}: {err}; the shard is corrupt "
                         "or holds Python objects (only plain arrays are read) — re-create it") from err
 
 

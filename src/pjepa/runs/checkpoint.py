@@ -39,13 +39,20 @@ def _fsync_dir(path: Path) -> None:
 
 def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Tensor], train_state: Any) -> Path:
     """Atomically write checkpoint ``ckpt_root/name``; returns its folder."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     final, tmp, old = ckpt_root / name, ckpt_root / f".{name}.tmp", ckpt_root / f".{name}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise CheckpointError(f"cannot create {tmp}: {e.strerror or e}; free space or fix permissions") from None
     tensors = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
-    atomic_write_bytes(tmp / MODEL_FILE, save_safetensors_bytes(tensors))
-    save_tree(tmp / STATE_FILE, train_state)
+    try:
+        atomic_write_bytes(tmp / MODEL_FILE, save_safetensors_bytes(tensors))
+        save_tree(tmp / STATE_FILE, train_state)
+    except CheckpointError:
+        shutil.rmtree(tmp, ignore_errors=True)  # the half-written new one goes; the old one was never touched
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -79,6 +86,10 @@ def load_checkpoint(ckpt_root: Path, name: str, map_location: str | torch.device
             "the run stopped before its first checkpoint (lower train.ckpt_every) or the path is wrong"
         )
     weights = {k: v.to(map_location) for k, v in load_weights(path).items()}
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # pjepa never saves these; a file from elsewhere or a corrupted one must not be rated as a result
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights ({', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''}): not loaded; use another checkpoint or retrain")
     return weights, load_tree(path / STATE_FILE, map_location=map_location)
 
 

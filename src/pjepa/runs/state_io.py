@@ -152,13 +152,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise CheckpointError(f"cannot write {path}: directory {path.parent} does not exist")
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like open(..., "wb")
     try:
+        fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like open(..., "wb")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only, permissions: say which file, keep the old one
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path} ({len(data)} bytes): {e.strerror or e}; the previous "
+                              "version, if any, is intact. Free space or fix permissions, then resume") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
