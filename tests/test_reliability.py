@@ -221,3 +221,14 @@ def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path, one_thread):
         load_checkpoint(run / "checkpoints", "last")
     r = run_cli("eval", "knn", "--run", str(run))
     assert r.returncode == 2 and "non-finite weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_retention_keeps_the_newest_checkpoints(tmp_path, one_thread):
+    run = tmp_path / "run"
+    train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.max_steps=16", "train.keep_last=2"]), run)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
+    assert kept == ["step_0000012", "step_0000016"]
+    _, state = load_checkpoint(run / "checkpoints", "step_0000012")
+    assert state["step"] == 12
+    assert (run / "checkpoints" / "last" / "model.safetensors").stat().st_ino == \
+        (run / "checkpoints" / "step_0000016" / "model.safetensors").stat().st_ino  # a hard link: no extra space

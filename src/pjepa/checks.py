@@ -106,6 +106,7 @@ def _check_train(cfg: Config) -> None:
         value = getattr(t, key)
         _require(value >= 0 and value % t.log_every == 0, f"train.{key}", value,
                  f"need a non-negative multiple of train.log_every={t.log_every}")
+    _require(t.keep_last >= 1, "train.keep_last", t.keep_last, "need an integer >= 1 (1: only checkpoints/last)")
     _require(t.ckpt_every > 0, "train.ckpt_every", t.ckpt_every,
              "checkpoints cannot be disabled; set a multiple of train.log_every")
 

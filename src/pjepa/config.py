@@ -145,6 +145,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 500  # periodic evaluation on the validation split; 0 disables
     ckpt_every: int = 500
+    keep_last: int = 1  # > 1: also keep the newest keep_last checkpoints as checkpoints/step_NNNNNNN (+ best)
     num_threads: int = 0  # CPU intra-op threads; 0 = torch default
     progress: bool = True
 

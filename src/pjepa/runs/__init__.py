@@ -4,7 +4,7 @@ Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
 """
 
-from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs.checkpoint import checkpoint_path, keep_history, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.runs.device import resolve_device
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock
@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_bytes",
     "checkpoint_path",
     "is_legacy",
+    "keep_history",
     "load_checkpoint",
     "load_weights_into",
     "read_metrics",

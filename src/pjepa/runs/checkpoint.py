@@ -62,6 +62,34 @@ def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Ten
     return final
 
 
+def keep_history(ckpt_root: Path, step: int, keep_last: int) -> None:
+    """With ``keep_last`` > 1: keep ``last`` also as ``step_NNNNNNN`` and delete all but the newest
+    ``keep_last`` such copies (the newest holds the same files as ``last``; ``best`` is separate). Copies
+    are hard links where the filesystem allows: no extra space, as checkpoint files are replaced by
+    renames, never modified in place."""
+    if keep_last <= 1 or checkpoint_path(ckpt_root, "last") is None:
+        return
+    copy = ckpt_root / f"step_{step:07d}"
+    if not copy.exists():
+        tmp = ckpt_root / f".{copy.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            shutil.copytree(ckpt_root / "last", tmp, copy_function=_link_or_copy)
+            os.replace(tmp, copy)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"cannot keep {copy}: {e.strerror or e}; free space or set train.keep_last=1") from None
+    for old in sorted(ckpt_root.glob("step_*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def checkpoint_path(ckpt_root: Path, name: str) -> Path | None:
     """The complete folder of checkpoint ``name`` (or its surviving old copy), or None."""
     for candidate in (ckpt_root / name, ckpt_root / f".{name}.old"):

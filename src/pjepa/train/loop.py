@@ -36,7 +36,7 @@ from pjepa.data import channel_stats, splits_for
 from pjepa.errors import ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
-from pjepa.runs import MetricsLogger, RunLock, atomic_write_bytes, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs import MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
@@ -321,6 +321,8 @@ class Trainer:
                 self._save("best")
         if force or step % c.train.ckpt_every == 0:
             self._save("last")
+            if self.info.is_main:
+                keep_history(self.run_dir / "checkpoints", step, c.train.keep_last)
         barrier()
 
 
