@@ -63,12 +63,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
+    from pjepa.eval.protocols.base import positive_int
+
     p = sub.add_parser("import", help="convert an official I-JEPA / MAE checkpoint to timm-layout safetensors")
     p.add_argument("--from", dest="src", type=Path, required=True, metavar="FILE", help="official .pth / .pth.tar")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="e.g. encoder.safetensors")
     p.add_argument("--kind", choices=["auto", "ijepa", "mae"], default="auto")
     p.add_argument("--encoder", choices=["target", "context"], default="target", help="I-JEPA only")
-    p.add_argument("--num-heads", type=int, help="attention heads (default: the standard ViT size's, else width // 64)")
+    p.add_argument("--num-heads", type=positive_int, help="attention heads (default: the standard ViT size's, else width // 64)")
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

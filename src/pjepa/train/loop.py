@@ -108,6 +108,8 @@ class Trainer:
         self.evaluator = PeriodicEvaluator(cfg, self.splits, self.mean, self.std, self.device, self.amp_dtype)
         self.evaluator.check(self.method)
         self.state = RunState()
+        self.monitor: StepMonitor | None = None
+        self._window: dict[str, Any] = {}
         if resume:
             self._restore()
         self.model = self._wrap(self.method)
@@ -181,6 +183,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng,
+            "window": self.monitor.state() if self.monitor is not None else {},
         }
 
     def _save(self, name: str) -> None:
@@ -206,6 +209,7 @@ class Trainer:
             torch.cuda.set_rng_state(st["rng"]["cuda"].cpu(), self.device)
         self.state = RunState(step=st["step"], best_knn=st["best_knn"], history=list(st["history"]),
                               wall_seconds=float(st.get("wall_seconds", 0.0)))
+        self._window = st.get("window") or {}  # a window a stop signal cut: continued, then logged whole
 
     # -- one step
 
@@ -249,7 +253,8 @@ class Trainer:
                   f"({info.world_size} x {self.batcher.local_batch}), peak lr {self.peak_lr:.3g} "
                   f"(lr_scaling={c.optim.lr_scaling}), device {self.device}; {len(s.train)} training images, "
                   f"validation {s.val.split} ({len(s.val)})", flush=True)
-        monitor = StepMonitor(self.device, check_grads=not self.scaler.is_enabled())
+        monitor = self.monitor = StepMonitor(self.device, check_grads=not self.scaler.is_enabled())
+        monitor.load_state(self._window)
         t_start, wall0 = time.perf_counter(), self.state.wall_seconds
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
                    desc="train", dynamic_ncols=True, mininterval=1.0)
@@ -276,12 +281,15 @@ class Trainer:
             if bad is not None:
                 self.logger.log(int(monitor.first_bad), {"error": bad})
                 raise NonFiniteLossError(bad)
-            row = monitor.flush(c.optim.batch_size)
-            last = {k: v for k, v in row.items() if k.startswith(("train/", "head/"))}
             self.state.wall_seconds = wall0 + time.perf_counter() - t_start
-            row.update(sched, epoch=step / self.batcher.steps_per_epoch, wall_seconds=self.state.wall_seconds)
-            self.logger.log(step, row)
-            bar.set_postfix(loss=f"{row['train/loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+            if log_now or not signalled:
+                row = monitor.flush(c.optim.batch_size)
+                last = {k: v for k, v in row.items() if k.startswith(("train/", "head/"))}
+                row.update(sched, epoch=step / self.batcher.steps_per_epoch, wall_seconds=self.state.wall_seconds)
+                self.logger.log(step, row)
+                bar.set_postfix(loss=f"{row['train/loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+            # else: a signal mid-window: the window's sums go into the checkpoint (``_train_state``) and the
+            # resumed run logs the whole window at its end, as an uninterrupted run does
             # on a signal: save only (a scheduler's grace period is short), no periodic evaluation
             self._maybe_eval_and_save(step, force=time_up or step == self.total, evaluate=not signalled)
             if signalled:

@@ -41,7 +41,7 @@ class StepMonitor:
     def _reset(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
         self.counts: dict[str, int] = {}
-        self.steps, self.start = 0, time.perf_counter()
+        self.steps, self.timed, self.start = 0, 0, time.perf_counter()  # timed: steps of this process only
 
     def add(self, batch: Batch, out: StepOutput) -> None:
         loss = out.loss.detach()
@@ -57,6 +57,7 @@ class StepMonitor:
             self.sums[k] = self.sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
             self.counts[k] = self.counts.get(k, 0) + 1
         self.steps += 1
+        self.timed += 1
 
     def check_finite(self, batch_size: int, where: str) -> str | None:
         """None, or the message of the first non-finite loss (one host sync)."""
@@ -68,10 +69,26 @@ class StepMonitor:
                 f"std {std:.4f}); the last good checkpoint in {where} is kept. "
                 "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
 
+    def state(self) -> dict:
+        """The open window (sums, counts, steps) for a checkpoint taken mid-window; {} when it is empty."""
+        if not self.steps:
+            return {}
+        sums = {k: (v.detach().clone() if torch.is_tensor(v) else torch.tensor(float(v))) for k, v in self.sums.items()}
+        return {"sums": sums, "counts": dict(self.counts), "steps": self.steps}
+
+    def load_state(self, state: dict) -> None:
+        """Continue a window ``state()`` saved (its timing restarts: images/s covers this process only)."""
+        if not state:
+            return
+        device = self.first_bad.device
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        self.counts = {k: int(v) for k, v in state["counts"].items()}
+        self.steps = int(state["steps"])
+
     def flush(self, global_batch: int) -> dict[str, float]:
         """The window's means (one host sync) and images/s; starts a new window."""
         elapsed = time.perf_counter() - self.start
         row = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
-        row["images_per_s"] = self.steps * global_batch / max(elapsed, 1e-9)
+        row["images_per_s"] = self.timed * global_batch / max(elapsed, 1e-9)
         self._reset()
         return row
