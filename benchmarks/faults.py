@@ -128,7 +128,8 @@ def scenario(i: int, rng: random.Random, out: Path, ref: Path) -> dict:
     kind = ["step", "ckpt", "metrics"][i % 3] if i < 30 else rng.choice(["step", "ckpt", "metrics"])
     at = {"step": rng.randrange(0, STEPS), "ckpt": rng.randrange(1, 2 * (STEPS // 4) + 1),
           "metrics": rng.randrange(1, STEPS // 2 + 1)}[kind]
-    where = rng.choice(["before", "after", "torn"] if kind == "metrics" else ["before", "after"])
+    torn = ["torn"] if kind == "metrics" and sig == signal.SIGKILL else []  # a half line: only a kill leaves one
+    where = rng.choice(["before", "after", *torn])
     run = out / f"s{i:03d}"
     shutil.rmtree(run, ignore_errors=True)
     first = pjepa(*train_args(run), inject=True, extra_env={"FAULT_KIND": kind, "FAULT_AT": str(at),
@@ -157,6 +158,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "faults")
     p.add_argument("--bad-inputs", action="store_true", help="also run the bad-input corpus")
+    p.add_argument("--only-bad-inputs", action="store_true", help="the bad-input corpus alone (0 kill scenarios)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     ref = args.out / "reference"
@@ -165,6 +167,8 @@ def main() -> None:
         r = pjepa(*train_args(ref))
         if r.returncode != 0:
             raise SystemExit(f"the reference run failed:\n{r.stderr}")
+    if args.only_bad_inputs:
+        args.scenarios, args.bad_inputs = 0, True
     rng = random.Random(args.seed)
     records = []
     for i in range(args.scenarios):
@@ -178,6 +182,7 @@ def main() -> None:
           f"{sum(r['identical'] for r in records)}; a step logged twice: {sum(not r['no_duplicates'] for r in records)}; "
           f"data lost: {sum(not r['identical'] for r in records)}; raw tracebacks: {sum(r['traceback'] for r in records)}")
     if args.bad_inputs:
+        sys.path.insert(0, str(Path(__file__).parent))
         from bad_inputs import run_corpus  # benchmarks/bad_inputs.py
 
         run_corpus(args.out / "bad", pjepa, train_args)

@@ -233,3 +233,21 @@ def test_retention_keeps_the_newest_checkpoints(tmp_path, one_thread):
     assert state["step"] == 12
     assert (run / "checkpoints" / "last" / "model.safetensors").stat().st_ino == \
         (run / "checkpoints" / "step_0000016" / "model.safetensors").stat().st_ino  # a hard link: no extra space
+
+
+@pytest.mark.parametrize("name, content, command", [
+    ("config.yaml", "model: [\n", ["eval", "knn"]),
+    ("eval/knn.json", "{not json", ["table"]),
+    ("data_stats.json", "[1, 2]", ["eval", "knn"]),
+])
+def test_corrupt_run_files_are_named_errors(tiny_run, tmp_path, name, content, command):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / name).parent.mkdir(exist_ok=True)
+    (run / name).write_text(content)
+    args = [*command, str(run)] if command == ["table"] else [*command, "--run", str(run)]
+    r = run_cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert name.split("/")[-1] in r.stderr.splitlines()[-1]

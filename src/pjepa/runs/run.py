@@ -43,6 +43,18 @@ RUN_FILES = ("config.yaml", "resumes.jsonl", "run_info.json", "data_stats.json",
 RUN_DIRS = ("checkpoints", "tb", "eval", "figures")
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of the run directory, or a CheckpointError naming it."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); delete it and write it again "
+                              "(eval/*.json: run that pjepa eval protocol again)") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a JSON object; delete it and write it again")
+    return data
+
+
 def check_resume_overrides(overrides: list[str]) -> None:
     """ConfigError for an override a resume may not make (see ``RESUMABLE``)."""
     for item in overrides:
@@ -80,7 +92,13 @@ class Run:
     @cached_property
     def raw_config(self) -> dict[str, Any]:
         """config.yaml as written (migrated to today's layout if the run is older)."""
-        data = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        try:
+            data = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{self.path}/config.yaml is not valid YAML ({str(e).splitlines()[0]}); "
+                                  "restore it (pjepa train wrote it) or train the run again") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{self.path}/config.yaml holds a {type(data).__name__}, not a config mapping")
         return migrate_legacy(data) if is_legacy(data) else data
 
     def resume_overrides(self) -> list[str]:
@@ -116,14 +134,16 @@ class Run:
     @cached_property
     def info(self) -> dict[str, Any]:
         path = self.path / "run_info.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return _read_json(path) if path.is_file() else {}
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean (3,), std (3,)) the run normalised its images with."""
         path = self.path / "data_stats.json"
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: the run directory is incomplete (did training start?)")
-        s = json.loads(path.read_text())
+        s = _read_json(path)
+        if not isinstance(s.get("mean"), list) or not isinstance(s.get("std"), list):
+            raise CheckpointError(f"{path} lacks the channel mean/std lists; restore it or train the run again")
         return torch.tensor(s["mean"]), torch.tensor(s["std"])
 
     def metrics(self) -> list[dict[str, Any]]:
@@ -157,13 +177,13 @@ class Run:
     def eval_result(self, name: str) -> dict[str, Any] | None:
         """``eval/NAME.json`` or None."""
         path = self.eval_dir / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _read_json(path) if path.is_file() else None
 
     def eval_results(self) -> dict[str, dict[str, Any]]:
         """Every ``eval/*.json``, by file stem."""
         if not self.eval_dir.is_dir():
             return {}
-        return {p.stem: json.loads(p.read_text()) for p in sorted(self.eval_dir.glob("*.json"))}
+        return {p.stem: _read_json(p) for p in sorted(self.eval_dir.glob("*.json"))}
 
     def clear(self) -> None:
         """Delete what training and evaluation wrote here (``--force``): only pjepa's own files and folders."""
