@@ -251,3 +251,35 @@ def test_corrupt_run_files_are_named_errors(tiny_run, tmp_path, name, content, c
     r = run_cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert name.split("/")[-1] in r.stderr.splitlines()[-1]
+
+
+def test_a_kill_during_the_first_checkpoint_write_restarts_cleanly(tmp_path):
+    """SIGKILL between the first checkpoint's two files: no complete checkpoint exists; --resume says so by
+    name, a plain restart is refused, --auto-resume starts again and ends equal to an uninterrupted run."""
+    args = ["train", "--config", str(SMOKE), *TINY, "train.max_steps=8", "train.ckpt_every=4", "train.eval_every=0"]
+    ref = run_cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    inject = """
+import os, signal, sys
+import pjepa.runs.state_io as io, pjepa.runs.checkpoint as ck
+original = io.atomic_write_bytes
+def write(path, data):
+    original(path, data)
+    if path.name == "model.safetensors":
+        os.kill(os.getpid(), signal.SIGKILL)
+io.atomic_write_bytes = ck.atomic_write_bytes = write
+from pjepa.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    killed = subprocess.run([sys.executable, "-c", inject, *args, "--out", str(run)], env=env,
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run / "checkpoints" / "last").exists()
+    resume = run_cli("train", "--resume", str(run))
+    assert resume.returncode == 2 and "no complete checkpoint" in resume.stderr
+    assert run_cli(*args, "--out", str(run)).returncode == 2  # a plain restart: "already holds a run"
+    restarted = run_cli(*args, "--out", str(run), "--auto-resume")
+    assert restarted.returncode == 0, restarted.stderr
+    assert losses(run) == losses(tmp_path / "ref")

@@ -27,10 +27,10 @@ def saved_confusion(run: Run, result: str = "linear") -> tuple[np.ndarray, dict[
 
 
 def class_names(run: Run, n: int) -> list[str]:
-    from pjepa.data import splits_for
+    from pjepa.viz.inputs import run_splits
 
     try:
-        names = splits_for(run.config).eval.class_names
+        names = run_splits(run).eval.class_names
     except (PJepaError, OSError):  # the figure only needs labels: a dataset missing here must not stop it
         names = []
     return names if len(names) == n else [str(i) for i in range(n)]

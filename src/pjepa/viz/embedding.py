@@ -17,7 +17,7 @@ from pjepa.eval.features import extract_features
 from pjepa.eval.sources import Source, load_encoder_for
 from pjepa.runs import Run
 from pjepa.viz.common import COLORS, pyplot, run_label
-from pjepa.viz.inputs import figure_images
+from pjepa.viz.inputs import figure_images, run_splits
 
 
 def embed_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
@@ -46,9 +46,7 @@ def class_map(run: Run, points: int = 2000, method: str = "auto", checkpoint: st
     mean, std = run.stats()
     feats = extract_features(encoder, images, run.config.data.image_size, mean, std, torch.device("cpu"))
     xy, used = embed_2d(feats.numpy().astype(np.float32), method, seed=run.config.train.seed)
-    from pjepa.data import splits_for
-
-    return xy, labels.numpy(), used, splits_for(run.config).val.class_names
+    return xy, labels.numpy(), used, run_splits(run).val.class_names
 
 
 def plot_class_map(run: Run, points: int = 2000, method: str = "auto") -> Any:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pjepa.data import resize_normalize, splits_for
+from pjepa.data.splits import Splits
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.multiblock import MaskBatch
 from pjepa.methods import Method
@@ -17,11 +18,21 @@ from pjepa.runs import Run
 from pjepa.utils import stream_seed
 
 
+@lru_cache(maxsize=2)
+def _splits(path: str, config_key: str) -> Splits:
+    return splits_for(Run(path).config)
+
+
+def run_splits(run: Run) -> Splits:
+    """The run's splits, decoded once per report (decoding CIFAR-10 takes seconds; every figure needs it)."""
+    return _splits(str(run.path.resolve()), repr(run.config.data))
+
+
 def figure_images(run: Run, count: int, stream: str = "figures") -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 (count, 3, S, S) at the run's image size, labels (count,)): a seeded random subset of the
     validation split (all of it if smaller), the same for every figure that asks with ``stream``."""
     cfg = run.config
-    val = splits_for(cfg).val
+    val = run_splits(run).val
     g = torch.Generator().manual_seed(stream_seed(cfg.train.seed, 0, 0, stream))
     idx = torch.randperm(len(val), generator=g)[: min(count, len(val))]
     images = val.images[idx]

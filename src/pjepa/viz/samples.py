@@ -75,7 +75,7 @@ def pca_basis(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     _, s, vh = torch.linalg.svd(points - centre, full_matrices=False)
     basis = torch.zeros(points.shape[1], k)
     r = min(k, vh.shape[0])
-    basis[:, :r] = vh[:r].T * (s[:r] > 1e-6 * s.max().clamp_min(1e-12)).float()
+    basis[:, :r] = vh[:r].T * (s[:r] > 1e-4 * s.max().clamp_min(1e-12)).float()  # drop round-off directions
     return centre, basis
 
 
