@@ -18,14 +18,18 @@ from pjepa.runs import Run
 from pjepa.utils import stream_seed
 
 
-@lru_cache(maxsize=2)
-def _splits(path: str, config_key: str) -> Splits:
-    return splits_for(Run(path).config)
+_SPLITS: dict[tuple[str, int], Splits] = {}
 
 
 def run_splits(run: Run) -> Splits:
-    """The run's splits, decoded once per report (decoding CIFAR-10 takes seconds; every figure needs it)."""
-    return _splits(str(run.path.resolve()), repr(run.config.data))
+    """The run's splits, decoded once per process for every run with the same data config and seed
+    (decoding CIFAR-10 takes seconds and every figure of a report needs it); two kept at most."""
+    key = (repr(run.config.data), run.config.train.seed)
+    if key not in _SPLITS:
+        while len(_SPLITS) >= 2:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = splits_for(run.config)
+    return _SPLITS[key]
 
 
 def figure_images(run: Run, count: int, stream: str = "figures") -> tuple[torch.Tensor, torch.Tensor]:
