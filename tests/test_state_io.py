@@ -152,7 +152,7 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkey
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(state_io.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(CheckpointError, match=r"cannot write .*disk full \(simulated\)"):
         save_tree(target, {"step": 2, "w": torch.ones(100)})
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
@@ -162,7 +162,7 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkey
 
 def test_failed_write_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(state_io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("io error")))
-    with pytest.raises(OSError, match="io error"):
+    with pytest.raises(CheckpointError, match="cannot write .*io error"):
         atomic_write_bytes(tmp_path / "x.bin", b"data")
     assert list(tmp_path.iterdir()) == []
 
