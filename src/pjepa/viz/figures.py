@@ -24,6 +24,7 @@ class Figure:
     over_runs: bool  # one figure for all runs (True) or one per run
     make: Callable[..., Any]  # (runs) or (run) -> matplotlib figure
     applies: Callable[[Run], bool] = lambda run: True
+    needs: str = ""  # what ``applies`` checks, for the error when no run has it
 
 
 def _has_head(run: Run) -> bool:
@@ -38,13 +39,14 @@ FIGURES: dict[str, Figure] = {f.name: f for f in [
     Figure("samples", "2-D hexbin / 3-D PCA of many head draws for one target token, one row per run (Figs. 2, 4, 5, 7)",
            True, samples.plot_samples),
     Figure("mdn", "mixture head: weight entropy, weight and sigma histograms", False, samples.plot_mdn_statistics,
-           lambda run: run.config.head.name == "mdn" and _has_head(run)),
+           lambda run: run.config.head.name == "mdn" and _has_head(run), "a run with head.name=mdn"),
     Figure("imagination", "predicted target tokens shown as their nearest gallery patches", False,
-           imagination.plot_imagination, _has_head),
+           imagination.plot_imagination, _has_head, "a predictor head (MAE has none)"),
     Figure("tsne", "t-SNE (UMAP where installed) of target-encoder features by class", False,
            embedding.plot_class_map),
     Figure("confusion", "confusion matrix and per-class accuracy of the linear probe (eval/linear.json)", False,
-           confusion.plot_confusion, lambda run: run.eval_result("linear") is not None),
+           confusion.plot_confusion, lambda run: run.eval_result("linear") is not None,
+           "eval/linear.json: run pjepa eval linear --run RUN first"),
     Figure("reliability", "calibration: coverage of central intervals vs nominal (eval/calibration.json)", True,
            reliability.plot_reliability),
 ]}
@@ -69,5 +71,5 @@ def make_figure(name: str, runs: Sequence[Run], out: str | Path | None = None) -
         path = Path(out) / f"{run.name}-{name}.png" if out else run.figures_dir / f"{name}.png"
         written.append(save_figure(f.make(run), path))
     if not written:
-        raise ConfigError(f"figure {name!r} applies to none of {', '.join(r.name for r in runs)}: {f.help}")
+        raise ConfigError(f"figure {name!r} applies to none of {', '.join(r.name for r in runs)}: it needs {f.needs}")
     return written
