@@ -31,8 +31,6 @@ def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [s for s, _ in points], [v for _, v in points]
 
 
-
-
 def plot_loss(runs: Sequence[Run], key: str = LOSS) -> Any:
     """One curve per run of its training loss. Losses of different heads are not comparable
     (an NLL, a noise MSE, a smooth-L1): the legend names each run's head, and a log axis is used
