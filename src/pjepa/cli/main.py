@@ -153,6 +153,11 @@ def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, 
     from pjepa.errors import ConfigError
     from pjepa.runs import Run
 
+    if not main_rank:  # rank 0 decides and writes; another rank may already see rank 0's new config.yaml
+        if not resume and args.auto_resume and Run(run_dir).checkpoint("last") is not None:
+            run = Run(run_dir)
+            return True, check_config(build_config(run.raw_config, run.resume_overrides()))
+        return resume, cfg
     if not resume and (run_dir / "config.yaml").is_file():
         if args.auto_resume and Run(run_dir).checkpoint("last") is not None:
             resume, run = True, Run(run_dir)  # the preempted run: continue it, with its own config
