@@ -1,9 +1,10 @@
 """The import layering of GUIDE section 1, held by walking every import of the package (ast, no execution).
 
-    cli -> train / eval / viz / generative -> checks -> methods -> runs -> blocks (data, masking, models, heads)
-        -> base (config, registry, errors, utils, presets)
+    cli -> sweep -> train / eval / viz / generative -> checks -> methods -> runs -> blocks (data, masking, models,
+        heads) -> base (config, registry, errors, utils, presets)
 
-train may import eval (periodic evaluation); nothing imports train but cli.
+train may import eval (periodic evaluation); nothing imports train but cli. sweep sits beside cli: it runs
+pjepa train / eval as child processes, so it never imports train (nor viz, generative or cli).
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "pjepa"
 BASE = {"config", "registry", "errors", "utils", "presets", "schedules", "__init__", "__main__"}
 BLOCKS = {"data", "masking", "models", "heads"}
-ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "cli"}
+ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "sweep", "cli"}
 FORBIDDEN: dict[str, set[str]] = {
     **{b: ABOVE for b in BASE - {"__main__"}},
     **{b: ABOVE for b in BLOCKS},
     "runs": ABOVE - {"runs"},
     "methods": ABOVE - {"methods", "runs"},
     "checks": ABOVE - {"checks", "methods", "runs"},
-    "eval": {"train", "cli", "viz", "generative"},
-    "viz": {"train", "cli", "generative"},
-    "generative": {"train", "cli", "viz"},
-    "train": {"cli", "viz", "generative"},
+    "eval": {"train", "cli", "viz", "generative", "sweep"},
+    "viz": {"train", "cli", "generative", "sweep"},
+    "generative": {"train", "cli", "viz", "sweep"},
+    "train": {"cli", "viz", "generative", "sweep"},
+    "sweep": {"train", "cli", "viz", "generative"},
 }
 
 

@@ -3,7 +3,8 @@
     pjepa train --config FILE|PRESET [--out DIR] [--dry-run] [key=value ...]
     pjepa train --resume DIR [key=value ...]
     pjepa eval PROTOCOL --run DIR ...       (protocols: pjepa.eval.protocols, one file each)
-    pjepa table RUN_DIR... [--format md|csv|both] [--csv FILE]
+    pjepa sweep --config FILE|PRESET --out SWEEP_DIR [--eval knn,linear] [--baselines] [key=v1,v2 ...]
+    pjepa table RUN_DIR|SWEEP_DIR... [--format md|csv|both] [--csv FILE] [--pairs]
     pjepa presets
     pjepa export --run DIR --out FILE [--encoder target|context] [--checkpoint last|best]
     pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
@@ -47,11 +48,40 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         protocol.add_arguments(esub.add_parser(name, help=protocol.help))
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from pjepa.eval.protocols.base import non_negative_int, positive_int
+
+    p = sub.add_parser("sweep", help="train and evaluate a grid of overrides (key=v1,v2 ...), one run each",
+                       description="Every override key=v1,v2,... (commas outside [] and {}) is an axis of the grid; "
+                                   "key=value applies to every run. Each run: pjepa train --auto-resume, then the "
+                                   "evaluations; finished runs and current evaluations are skipped, so the same "
+                                   "command continues an interrupted sweep.")
+    p.add_argument("--config", required=True, help="experiment YAML, or a preset name (see `pjepa presets`)")
+    p.add_argument("--out", type=Path, required=True, metavar="SWEEP_DIR", help="one run directory per grid point")
+    p.add_argument("--eval", default="", metavar="P1,P2", help="evaluation protocols after training, e.g. knn,linear")
+    p.add_argument("--baselines", action="store_true", help="also kNN of the untrained encoder and of raw pixels")
+    p.add_argument("--launcher", choices=["local", "submitit"], default="local",
+                   help="local: one run after another here; submitit: one SLURM job per run with work left")
+    p.add_argument("--dry-run", action="store_true", help="check every run's config, print the grid, exit")
+    s = p.add_argument_group("submitit launcher")
+    s.add_argument("--slurm-partition", help="SLURM partition")
+    s.add_argument("--slurm-time-min", type=positive_int, default=240, help="time limit per job, minutes")
+    s.add_argument("--slurm-gpus", type=non_negative_int, default=1, help="GPUs per job")
+    s.add_argument("--slurm-cpus", type=positive_int, default=8, help="CPUs per job")
+    s.add_argument("--cluster", choices=["slurm", "local"], default="slurm",
+                   help="submitit executor: slurm, or local to run the jobs on this machine (trying it out)")
+    s.add_argument("--wait", action="store_true", help="wait for the jobs and report how each ended")
+    p.add_argument("overrides", nargs="*", metavar="key=v1,v2", help="dotted overrides; commas make an axis")
+
+
 def _add_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="kNN@1 table of run directories (both votes, budgets, head metrics)")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run directories, or folders of runs (a pjepa sweep --out) standing for their runs")
     p.add_argument("--format", choices=["md", "csv", "both"], default="both")
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the CSV to FILE")
+    p.add_argument("--pairs", action="store_true",
+                   help="also print every pair of rows under Welch's t-test over seeds (p-values and verdicts)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_sweep(sub)
     _add_table(sub)
     _add_export(sub)
     _add_import(sub)
@@ -182,14 +213,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pjepa.sweep import SlurmOptions, run_sweep
+
+    slurm = SlurmOptions(args.slurm_partition, args.slurm_time_min, args.slurm_gpus, args.slurm_cpus, args.cluster,
+                         args.wait)
+    protocols = [name.strip() for name in args.eval.split(",") if name.strip()]
+    return run_sweep(args.config, args.out, args.overrides, protocols, args.baselines, args.launcher, slurm,
+                     args.dry_run, argv=["pjepa", *args.argv], echo=lambda line: print(line, flush=True))
+
+
 def cmd_table(args: argparse.Namespace) -> int:
-    from pjepa.eval.table import table_rows, to_csv, to_markdown
+    from pjepa.eval.table import pairs_markdown, table_rows, to_csv, to_markdown
 
     rows = table_rows(args.runs)
     if args.format in ("md", "both"):
         print(to_markdown(rows))
     if args.format in ("csv", "both"):
         print(to_csv(rows), end="")
+    if args.pairs:
+        print("\n" + pairs_markdown(rows), end="")
     if args.csv is not None:
         args.csv.write_text(to_csv(rows))
         print(f"wrote {args.csv}")
@@ -246,7 +289,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "eval": cmd_eval, "table": cmd_table, "presets": cmd_presets,
+    "train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "table": cmd_table, "presets": cmd_presets,
     "export": cmd_export, "import": cmd_import, "plot": cmd_plot, "report": cmd_report,
 }
 
@@ -256,11 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
     args, extra = parser.parse_known_args(argv)
-    unknown = [e for e in extra if e.startswith("-") or "=" not in e or args.command != "train"]
+    takes_overrides = args.command in ("train", "sweep")
+    unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command == "train":
+    if takes_overrides:
         args.overrides = list(args.overrides) + extra
+    args.argv = list(argv if argv is not None else sys.argv[1:])  # as typed: pjepa sweep records it
     try:
         return COMMANDS[args.command](args)
     except PJepaError as e:

@@ -8,6 +8,13 @@ training wall time), kNN@1 (weighted and majority votes), the linear probe (last
 last 4 layers), low-shot 1 % and 10 %, fine-tune, and the head metrics. Then the baselines
 found in the runs' eval folders (untrained encoder, raw pixels), grouped the same way.
 Markdown shows "mean ± std"; CSV has one column per number and one per spread.
+
+A directory without config.yaml whose subdirectories are runs (a ``pjepa sweep`` folder)
+stands for those runs. The last column, ``vs_best``, says whether a row's gap to the best
+row is more than seed noise: Welch's two-sided t-test on kNN@1 (weighted vote; else the
+first accuracy column every row has), ``< best`` at p < 0.05, ``≈ best`` otherwise, and
+``n<2: no spread`` where either row has a single seed. ``pairs_markdown`` gives the test
+for every pair of rows.
 """
 
 from __future__ import annotations
@@ -21,14 +28,41 @@ from pathlib import Path
 from typing import Any
 
 from pjepa.config import config_to_dict
+from pjepa.eval.stats import ALPHA, welch_from_stats
 from pjepa.methods import METHODS
 from pjepa.runs import Run
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "wall_min"]
 SCORES = ["knn", "knn_majority", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune",
           "nll", "point_cos", "sample_spread", "sample_s_per_1000"]
-COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES]
+COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
 BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
+#: Columns the noise test may compare on, in order of preference (all: higher is better).
+NOISE_SCORES = ["knn", "knn_majority", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune"]
+
+
+def expand_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories, with a folder of runs (a sweep: no config.yaml of its own, runs inside) replaced by
+    its runs, in sweep.json's order where it has one, else by name. A path that is neither stays, so
+    ``Run`` names it in its error. Repeats are dropped."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        runs = [path]
+        if path.is_dir() and not (path / "config.yaml").is_file():
+            order = _sweep_order(path)
+            inside = [c for c in path.iterdir() if c.is_dir() and (c / "config.yaml").is_file()]
+            runs = sorted(inside, key=lambda c: (order.get(c.name, len(order)), c.name)) or runs
+        out += [r for r in runs if r not in out]
+    return out
+
+
+def _sweep_order(folder: Path) -> dict[str, int]:
+    """{run name: position} from ``folder/sweep.json`` (written by pjepa sweep); {} without a readable one."""
+    try:
+        runs = json.loads((folder / "sweep.json").read_text()).get("runs", [])
+        return {r["name"]: i for i, r in enumerate(runs)}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
 
 
 def _budget(run: Run) -> dict[str, Any]:
@@ -94,14 +128,16 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if col == "steps" and row[col] is not None and float(row[col]).is_integer():
                 row[col] = int(row[col])
             row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            row[f"{col}_n"] = len(values)  # the noise test's sample size (a member may lack this column)
         out.append(row)
     return out
 
 
 def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
-    """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it)."""
+    """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it);
+    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``)."""
     rows, baselines = [], []
-    for run in map(Run, runs):
+    for run in map(Run, expand_run_dirs(runs)):
         seed = run.config.train.seed
         rows.append({"run": run.name, "seed": seed, "_key": _key(run), **_budget(run), **_scores(run),
                      **_head_cells(run.eval_result("head"))})
@@ -112,7 +148,78 @@ def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
                 key = _key(run, ("method",), ("head",), ("mask",), ("optim",), ("train",), ("model", "predictor"))
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
-    return _group(rows) + _group(baselines)
+    out = _group(rows) + _group(baselines)
+    add_noise_column(out)
+    return out
+
+
+# --------------------------------------------------------------------------- seed noise
+
+
+def noise_metric(rows: list[dict[str, Any]]) -> str | None:
+    """The column the noise test compares on: kNN@1 (weighted), else the first accuracy column every row has."""
+    for col in NOISE_SCORES:
+        if rows and all(isinstance(r.get(col), (int, float)) for r in rows):
+            return col
+    return None
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], col: str) -> tuple[str, float | None]:
+    """(verdict, p) of row ``a`` against row ``b`` on ``col``: ">" / "<" when Welch's two-sided p < ALPHA,
+    "≈" otherwise, "n<2" (p None) when either row has fewer than two values (no spread to test against)."""
+    n_a, n_b = a.get(f"{col}_n") or 0, b.get(f"{col}_n") or 0
+    if n_a < 2 or n_b < 2:
+        return "n<2", None
+    res = welch_from_stats(a[col], a[f"{col}_std"], n_a, b[col], b[f"{col}_std"], n_b)
+    if res.p >= ALPHA:
+        return "≈", res.p
+    return (">" if a[col] > b[col] else "<"), res.p
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def add_noise_column(rows: list[dict[str, Any]]) -> str | None:
+    """Fill ``vs_best`` (and ``vs_best_p``) of every row: the row with the highest mean on ``noise_metric``
+    is ``best``; each other row is ``≈ best (p=..)`` or ``< best (p=..)``, or ``n<2: no spread``.
+    Returns the column compared on (None: no column every row has; the cells stay empty)."""
+    col = noise_metric(rows)
+    if col is None:
+        return None
+    best = max(rows, key=lambda r: r[col])  # the first of equal means
+    for r in rows:
+        verdict, p = ("best", None) if r is best else compare(r, best, col)
+        r["vs_best_p"] = p
+        r["vs_best"] = ("best" if verdict == "best" else "n<2: no spread" if verdict == "n<2"
+                        else f"{verdict} best ({_p(p)})")
+    return col
+
+
+def noise_rule(col: str) -> str:
+    """The rule behind ``vs_best`` and the pairs matrix, one line for the markdown output."""
+    return (f"vs_best: Welch's two-sided t-test over seeds on {col} against the row with the highest mean; "
+            f"'< best' if p < {ALPHA:g}, '≈ best' otherwise (the gap is inside seed noise); "
+            "'n<2: no spread' if either row has a single seed.")
+
+
+def pairs_markdown(rows: list[dict[str, Any]]) -> str:
+    """Every pair of rows under Welch's test: cell (i, j) says how row i compares with row j (">", "<", "≈"
+    with p, or "n<2"), then the rule."""
+    col = noise_metric(rows)
+    if col is None:
+        return "(no accuracy column that every row has: nothing to compare)\n"
+    labels = [f"{i + 1}: {r['run']}" for i, r in enumerate(rows)]
+    lines = [f"| {col}: row vs column | " + " | ".join(labels) + " |", "|" + "---|" * (len(rows) + 1)]
+    for i, a in enumerate(rows):
+        cells = []
+        for j, b in enumerate(rows):
+            verdict, p = ("·", None) if i == j else compare(a, b, col)
+            cells.append(verdict if p is None else f"{verdict} ({_p(p)})")
+        lines.append(f"| {labels[i]} ({_fmt(a[col])}, n={a.get(f'{col}_n')}) | " + " | ".join(cells) + " |")
+    rule = (f"Welch's two-sided t-test over seeds on {col}: '>' / '<' if p < {ALPHA:g}, '≈' otherwise; "
+            "'n<2' if either row has a single seed.")
+    return "\n".join(lines) + "\n\n" + rule + "\n"
 
 
 def _fmt(v: Any) -> str:
@@ -129,13 +236,15 @@ def cell(row: dict[str, Any], col: str) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
+    """The table, then one line stating the noise rule of ``vs_best`` (when a column could be compared)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    col = noise_metric(rows)
+    return "\n".join(lines) + "\n" + (f"\n{noise_rule(col)}\n" if col is not None else "")
 
 
 def csv_columns() -> list[str]:
-    return COLUMNS[:3] + BUDGET + [c for s in SCORES for c in (s, f"{s}_std")]
+    return COLUMNS[:3] + BUDGET + [c for s in SCORES for c in (s, f"{s}_std")] + ["vs_best", "vs_best_p"]
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

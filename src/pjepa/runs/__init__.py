@@ -4,7 +4,8 @@ Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
 """
 
-from pjepa.runs.checkpoint import checkpoint_path, keep_history, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
+                                   save_checkpoint)
 from pjepa.runs.device import resolve_device
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock
@@ -18,6 +19,7 @@ __all__ = [
     "check_resume_overrides",
     "atomic_write_bytes",
     "checkpoint_path",
+    "checkpoint_step",
     "is_legacy",
     "keep_history",
     "load_checkpoint",

@@ -23,7 +23,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from pjepa.errors import CheckpointError
-from pjepa.runs.state_io import atomic_write_bytes, load_tree, save_tree
+from pjepa.runs.state_io import atomic_write_bytes, load_tree, read_scalars, save_tree
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
@@ -96,6 +96,15 @@ def checkpoint_path(ckpt_root: Path, name: str) -> Path | None:
         if (candidate / MODEL_FILE).is_file() and (candidate / STATE_FILE).is_file():
             return candidate
     return None
+
+
+def checkpoint_step(ckpt_root: Path, name: str = "last") -> int | None:
+    """The training step checkpoint ``name`` holds (read from its state file's header only), or None."""
+    path = checkpoint_path(ckpt_root, name)
+    if path is None:
+        return None
+    step = read_scalars(path / STATE_FILE).get("step")
+    return int(step) if isinstance(step, int) else None
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -212,6 +212,28 @@ def _read_metadata(data: bytes, path: Path) -> dict[str, str]:
     return metadata
 
 
+def read_scalars(path: str | Path) -> dict[str, Any]:
+    """The top-level scalar leaves (int, float, bool, str, None) of a dict tree written by :func:`save_tree`,
+    read from the file's header alone: no tensor is loaded (a sweep asks every run for its step, and an
+    optimiser state can be gigabytes). CheckpointError naming ``path`` if it is missing or not a state tree."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            data = head + f.read(min(size, 100_000_000))  # a header, never tensor bytes
+    except OSError as e:
+        raise CheckpointError(f"cannot read state file {path}: {e.strerror or e}") from None
+    metadata = _read_metadata(data, path)
+    try:
+        skeleton = json.loads(metadata[_TREE_KEY])
+        items = skeleton["items"] if skeleton["type"] == "dict" else []
+        scalars = {"none", "bool", "int", "float", "str"}
+        return {k: _decode(v, {}, torch.device("cpu")) for k, v in items if v["type"] in scalars}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} has a corrupt state tree header: {type(err).__name__}: {err}") from err
+
+
 def load_tree(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a tree written by :func:`save_tree`; tensors go to ``map_location``.
 

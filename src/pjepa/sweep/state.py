@@ -1,0 +1,93 @@
+"""Where a sweep's run stands, read from its run directory, and the commands that move it on.
+
+Training is finished when ``checkpoints/last`` holds the planned number of steps
+(``run_info.json``'s ``total_steps``), or when the sweep saw ``pjepa train`` exit 0 at the
+step ``checkpoints/last`` still holds (a run cut by ``train.time_limit_min`` ends early and
+is done: the sweep writes ``sweep_done.json`` after a zero exit; the loop writes nothing
+for it). An evaluation is current when ``eval/NAME.json`` is newer than the checkpoint it
+rated (a resumed, longer run is rated again).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step
+from pjepa.runs.checkpoint import MODEL_FILE
+
+DONE_FILE = "sweep_done.json"
+BASELINE_EVALS = (("knn_random_init", ("knn", "--random-init")), ("knn_pixels", ("knn", "--pixels")))
+
+
+@dataclass(frozen=True)
+class RunState:
+    """``kind``: "new" (nothing to continue: start it), "unfinished" (continue from ``step``) or "finished"."""
+
+    kind: str
+    step: int | None = None
+    total: int | None = None
+
+
+def run_state(run_dir: Path) -> RunState:
+    """Where training of ``run_dir`` stands (see the module docstring)."""
+    if not (run_dir / "config.yaml").is_file():
+        return RunState("new")
+    step = checkpoint_step(run_dir / "checkpoints", "last")
+    if step is None:
+        return RunState("new")  # died before its first checkpoint: --auto-resume starts it again
+    total = Run(run_dir).info.get("total_steps")
+    finished = _done_at(run_dir) == step or (isinstance(total, int) and step >= total)
+    return RunState("finished" if finished else "unfinished", step, total)
+
+
+def _done_at(run_dir: Path) -> int | None:
+    """The step ``sweep_done.json`` records (None: no such file, or an unreadable one: train again)."""
+    try:
+        step = json.loads((run_dir / DONE_FILE).read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def mark_done(run_dir: Path) -> None:
+    """Record that ``pjepa train`` exited 0 at the step ``checkpoints/last`` now holds (nothing to record
+    without a checkpoint)."""
+    step = checkpoint_step(run_dir / "checkpoints", "last")
+    if step is None:
+        return
+    body = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_bytes(run_dir / DONE_FILE, (json.dumps(body) + "\n").encode())
+
+
+def eval_current(run_dir: Path, name: str) -> bool:
+    """True when ``eval/NAME.json`` exists and is newer than the checkpoint it rated (``last``)."""
+    result, ckpt = run_dir / "eval" / f"{name}.json", checkpoint_path(run_dir / "checkpoints", "last")
+    if not result.is_file() or ckpt is None:
+        return False
+    return result.stat().st_mtime >= (ckpt / MODEL_FILE).stat().st_mtime
+
+
+def pjepa_command(*args: str, python: str | None = None) -> list[str]:
+    """``python -m pjepa ARGS`` with this interpreter (works wherever the package imports)."""
+    return [python or sys.executable, "-m", "pjepa", *args]
+
+
+def train_command(config_path: Path, run_dir: Path, overrides: tuple[str, ...] | list[str]) -> list[str]:
+    """Start the run, or continue it from ``checkpoints/last`` (``--auto-resume``; its overrides then
+    apply only if it starts)."""
+    return pjepa_command("train", "--config", str(config_path), "--out", str(run_dir), "--auto-resume", *overrides)
+
+
+def eval_commands(run_dir: Path, protocols: tuple[str, ...] | list[str],
+                  baselines: bool) -> list[tuple[str, list[str]]]:
+    """(result file stem, command) of every evaluation asked for; ``baselines`` adds kNN of the untrained
+    encoder and of raw pixels."""
+    jobs = [(name, pjepa_command("eval", name, "--run", str(run_dir))) for name in protocols]
+    if baselines:
+        jobs += [(stem, pjepa_command("eval", *args[:1], "--run", str(run_dir), *args[1:]))
+                 for stem, args in BASELINE_EVALS]
+    return jobs

@@ -1,0 +1,106 @@
+"""pjepa table over sweep folders, and its noise column: Welch's t-test of every row against the best one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SMOKE
+from pjepa.cli.main import main
+from pjepa.config import dump_config, load_config
+from pjepa.eval.stats import welch
+from pjepa.eval.table import (add_noise_column, expand_run_dirs, noise_metric, pairs_markdown, table_rows, to_csv,
+                              to_markdown)
+
+KNN = {"deterministic": [40.0, 41.0, 42.0], "mdn": [37.5, 38.5, 36.0], "flow": [41.5, 39.5, 40.5]}
+
+
+def _run(path: Path, head: str, seed: int, knn: float) -> None:
+    """A run directory as pjepa train and pjepa eval knn leave it (no checkpoint: the table reads none)."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(dump_config(load_config(SMOKE, [f"head.name={head}", f"train.seed={seed}"])))
+    rows = [{"step": s, "epoch": s / 10, "train/loss": 1.0 / s, "wall_seconds": 6.0 * s} for s in (10, 20)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "eval").mkdir()
+    (path / "eval" / "knn.json").write_text(json.dumps({"top1": knn, "top1_weighted": knn, "top1_majority": knn - 2}))
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """A pjepa sweep folder: head.name x train.seed, sweep.json in grid order, a slurm/ folder of logs."""
+    out = tmp_path / "sweep"
+    names = []
+    for head, values in KNN.items():
+        for seed, knn in enumerate(values):
+            names.append(f"head.name-{head}_seed{seed}")
+            _run(out / names[-1], head, seed, knn)
+    (out / "sweep.json").write_text(json.dumps({"runs": [{"name": n, "overrides": []} for n in names]}))
+    (out / "slurm").mkdir()
+    (out / "slurm" / "1_0_log.out").write_text("")
+    return out
+
+
+def test_a_sweep_folder_stands_for_its_runs_in_grid_order(sweep, tmp_path):
+    runs = expand_run_dirs([sweep])
+    assert [r.name for r in runs][:4] == ["head.name-deterministic_seed0", "head.name-deterministic_seed1",
+                                          "head.name-deterministic_seed2", "head.name-mdn_seed0"]  # not by name
+    assert len(runs) == 9 and all((r / "config.yaml").is_file() for r in runs)
+    assert expand_run_dirs([sweep / "head.name-mdn_seed0", sweep]) == [runs[3]] + runs[:3] + runs[4:]  # once each
+    (sweep / "sweep.json").unlink()
+    assert [r.name for r in expand_run_dirs([sweep])][:3] == [f"head.name-deterministic_seed{i}" for i in range(3)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert expand_run_dirs([empty]) == [empty]  # Run() then says it is not a run directory
+
+
+def test_noise_column_compares_every_row_with_the_best(sweep, tmp_path):
+    _run(tmp_path / "solo", "deterministic", 0, 50.0)  # another config (lr) with one seed
+    cfg = load_config(SMOKE, ["head.name=deterministic", "train.seed=0", "optim.lr=0.5"])
+    (tmp_path / "solo" / "config.yaml").write_text(dump_config(cfg))
+    rows = table_rows([sweep, tmp_path / "solo"])
+    by = {r["run"]: r for r in rows}
+    assert list(by) == ["head.name-deterministic_s*", "head.name-mdn_s*", "head.name-flow_s*", "solo"]
+    assert by["head.name-deterministic_s*"]["knn"] == 41.0 and by["head.name-deterministic_s*"]["knn_n"] == 3
+    # the solo run has the highest mean but one seed: it is "best", and nothing can be tested against it
+    assert by["solo"]["vs_best"] == "best"
+    assert {r["vs_best"] for r in rows if r["run"] != "solo"} == {"n<2: no spread"}
+    rows = table_rows([sweep])
+    by = {r["run"]: r for r in rows}
+    p_mdn, p_flow = welch(KNN["mdn"], KNN["deterministic"]).p, welch(KNN["flow"], KNN["deterministic"]).p
+    assert p_mdn < 0.05 < p_flow
+    assert by["head.name-deterministic_s*"]["vs_best"] == "best"
+    mdn = by["head.name-mdn_s*"]
+    assert mdn["vs_best"] == f"< best (p={p_mdn:.2g})" and mdn["vs_best_p"] == p_mdn
+    assert by["head.name-flow_s*"]["vs_best"] == f"≈ best (p={p_flow:.2g})"
+    md = to_markdown(rows)
+    assert md.splitlines()[0].endswith("| vs_best |") and f"| < best (p={p_mdn:.2g}) |" in md
+    assert md.rstrip().splitlines()[-1].startswith("vs_best: Welch's two-sided t-test over seeds on knn against")
+    header, *lines = to_csv(rows).splitlines()
+    assert header.endswith(",vs_best,vs_best_p") and lines[1].endswith(f",< best (p={p_mdn:.2g}),{p_mdn}")
+
+
+def test_noise_metric_falls_back_to_a_column_every_row_has():
+    rows = [{"run": "a", "knn": 40.0, "linear": 50.0, "linear_std": 1.0, "linear_n": 2},
+            {"run": "b", "knn": None, "linear": 45.0, "linear_std": 1.0, "linear_n": 2}]
+    assert noise_metric(rows) == "linear"
+    assert add_noise_column(rows) == "linear" and rows[0]["vs_best"] == "best"
+    assert rows[1]["vs_best"].startswith("< best (p=")
+    assert noise_metric([{"run": "a", "nll": 1.0}]) is None and add_noise_column([{"run": "a"}]) is None
+    assert "vs_best:" not in to_markdown([{"run": "a"}])
+
+
+def test_pairs_matrix(sweep, capsys):
+    rows = table_rows([sweep])
+    text = pairs_markdown(rows)
+    lines = text.splitlines()
+    assert lines[0] == ("| knn: row vs column | 1: head.name-deterministic_s* | 2: head.name-mdn_s* | "
+                        "3: head.name-flow_s* |")
+    p = welch(KNN["mdn"], KNN["deterministic"]).p
+    assert lines[2].startswith("| 1: head.name-deterministic_s* (41.00, n=3) | · | > (p=")
+    assert f"| < (p={p:.2g}) | · |" in lines[3]
+    assert "≈ (p=" in lines[4] and lines[-1].startswith("Welch's two-sided t-test over seeds on knn")
+    assert main(["table", str(sweep), "--format", "md", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "| vs_best |" in out and "| knn: row vs column |" in out
