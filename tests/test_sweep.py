@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import pickle
 import re
 import signal
@@ -156,6 +157,21 @@ def test_run_state_from_the_run_directory(tmp_path):
     assert run_state(run).kind == "unfinished"
     _fake_run(run, 8, 8)
     assert run_state(run).kind == "finished"
+
+
+def test_a_run_kept_without_its_checkpoints_is_finished_with_current_results(tmp_path):
+    """Results committed without weights (benchmarks/results/): skipped, not retrained or re-rated;
+    without sweep_done.json it is a run that died early and starts again."""
+    run = tmp_path / "r"
+    _fake_run(run, 8, 8)
+    mark_done(run)
+    (run / "eval").mkdir()
+    (run / "eval" / "knn.json").write_text("{}")
+    shutil.rmtree(run / "checkpoints")
+    assert (run_state(run).kind, run_state(run).step) == ("finished", 8)
+    assert eval_current(run, "knn") and not eval_current(run, "linear")
+    (run / DONE_FILE).unlink()
+    assert run_state(run).kind == "new" and not eval_current(run, "knn")
 
 
 def test_an_evaluation_is_current_only_when_newer_than_its_checkpoint(tmp_path):

@@ -6,6 +6,11 @@ step ``checkpoints/last`` still holds (a run cut by ``train.time_limit_min`` end
 is done: the sweep writes ``sweep_done.json`` after a zero exit; the loop writes nothing
 for it). An evaluation is current when ``eval/NAME.json`` is newer than the checkpoint it
 rated (a resumed, longer run is rated again).
+
+A run folder kept without its checkpoints (results only: ``benchmarks/results/`` in this
+repository holds sweeps that way, weights dropped so that they fit in git) counts as
+finished when its ``sweep_done.json`` is there, and its evaluation files as current: the
+same sweep command run over a copy of it trains only the runs that are missing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def run_state(run_dir: Path) -> RunState:
     if not (run_dir / "config.yaml").is_file():
         return RunState("new")
     step = checkpoint_step(run_dir / "checkpoints", "last")
+    if step is None and not (run_dir / "checkpoints").exists() and _done_at(run_dir) is not None:
+        return RunState("finished", _done_at(run_dir))  # results kept, weights dropped
     if step is None:
         return RunState("new")  # died before its first checkpoint: --auto-resume starts it again
     total = Run(run_dir).info.get("total_steps")
@@ -66,8 +73,10 @@ def mark_done(run_dir: Path) -> None:
 def eval_current(run_dir: Path, name: str) -> bool:
     """True when ``eval/NAME.json`` exists and is newer than the checkpoint it rated (``last``)."""
     result, ckpt = run_dir / "eval" / f"{name}.json", checkpoint_path(run_dir / "checkpoints", "last")
-    if not result.is_file() or ckpt is None:
+    if not result.is_file():
         return False
+    if ckpt is None:  # results kept, weights dropped (see the module docstring): nothing to rate again
+        return not (run_dir / "checkpoints").exists() and _done_at(run_dir) is not None
     return result.stat().st_mtime >= (ckpt / MODEL_FILE).stat().st_mtime
 
 
