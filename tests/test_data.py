@@ -432,6 +432,24 @@ def test_synthetic_deterministic_and_balanced():
         load_dataset("synthetic", "train", num_classes=99)
 
 
+def test_synthetic_glyphs_style():
+    """Deterministic per (seed, split, style), balanced, a plain background with 4-7 bright glyphs of the
+    class's shape; a bad style is a named error."""
+    a = load_dataset("synthetic", "train", num_train=100, seed=3, style="glyphs")
+    b = load_dataset("synthetic", "train", num_train=100, seed=3, style="glyphs")
+    s = load_dataset("synthetic", "train", num_train=100, seed=3)
+    assert a.images.shape == (100, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and not torch.equal(a.images, s.images)
+    assert a.labels.bincount().tolist() == [10] * 10
+    bright = (a.images.float() / 255).min(dim=1).values > 0.5  # (N, S, S): glyph pixels (noise aside)
+    area = bright.float().mean(dim=(1, 2))
+    assert 0.05 < area.min() and area.max() < 0.8  # always some glyphs, never a full image
+    background = a.images.float()[~bright.unsqueeze(1).expand_as(a.images)] / 255
+    assert abs(background.median().item() - 0.2) < 0.02  # the plain background
+    with pytest.raises(DataError, match="style='blobs'"):
+        load_dataset("synthetic", "train", num_train=10, style="blobs")
+
+
 def test_synthetic_shape_not_pixels_carries_the_class():
     """Raw-pixel 1-NN is weak; a position/colour-invariant feature (|FFT| of the
     standardised image) separates the classes, so the class is learnable."""

@@ -29,6 +29,7 @@ VARIANTS = {
     "njepa-shared": ["method.name=njepa", "method.options={share_predictor: true, noise: single}"],
     "njepa-token": ["method.name=njepa", "method.options={share_mask_token: true}"],
     "njepa-mdn": ["method.name=njepa", "head.name=mdn"],
+    "ijepa-vicreg": ["method.name=ijepa", "method.options={var_weight: 1.0, cov_weight: 0.04}"],
     "mae-l1-pixels": ["method.name=mae", "method.options={loss: l1, norm_pix: false, decoder_dim: 16, "
                       "decoder_depth: 1, decoder_heads: 2}", "mask.name=random"],
 }
@@ -142,3 +143,19 @@ def test_stochastic_heads_draw_from_the_batch_generator(head):
     other = fake_batch(0)
     other.noise_generator.manual_seed(99)
     assert not torch.equal(a, m(other).loss)
+
+
+def test_encoder_variance_covariance_terms_add_to_the_loss(one_thread):
+    """method.options var_weight / cov_weight (C-JEPA): the step's loss is the head's loss plus the
+    weighted VICReg terms of the context tokens, reported as reg/var and reg/cov."""
+    from pjepa.heads.deterministic import covariance_loss, variance_loss
+
+    plain, reg = tiny_method("ijepa"), tiny_method("ijepa-vicreg")
+    reg.load_state_dict(plain.state_dict())
+    a, b = plain.training_step(fake_batch(3)), reg.training_step(fake_batch(3))
+    _, _, z, _, _ = reg.head_inputs(fake_batch(3).images, fake_batch(3).mask_generator)
+    flat = z.float().flatten(0, 1)
+    expected = a.loss + variance_loss(flat) + 0.04 * covariance_loss(flat)
+    assert torch.allclose(b.loss, expected, atol=1e-6)
+    assert torch.allclose(b.metrics["reg/var"], variance_loss(flat)) and b.metrics["reg/var"] > 0
+    assert "reg/var" not in a.metrics

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.heads import build_head
+from pjepa.heads.deterministic import covariance_loss, variance_loss
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks
 from pjepa.methods.base import Batch, HeadMonitor, Method, Metrics, Monitors, StepOutput
@@ -53,12 +54,16 @@ class IJEPA(Method):
     Options (``method.options``):
         target_norm: layer-normalise the teacher's embeddings before they are
             targets (the official recipe; False predicts raw embeddings).
+        var_weight, cov_weight: VICReg variance / covariance terms on the context
+            encoder's output tokens (C-JEPA, Mo & Tong 2024): they keep the student's
+            tokens varied and decorrelated, against the partial collapse of small runs.
     """
 
-    def __init__(self, cfg: Config, target_norm: bool = True) -> None:
+    def __init__(self, cfg: Config, target_norm: bool = True, var_weight: float = 0.0, cov_weight: float = 0.0) -> None:
         super().__init__()
         p = cfg.model.predictor
         self.target_norm = target_norm
+        self.var_weight, self.cov_weight = var_weight, cov_weight
         self.encoder = build_encoder(cfg)  # the context encoder (student)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = PredictorTrunk(
@@ -93,6 +98,11 @@ class IJEPA(Method):
         h, y, z, _, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
         loss, diag = self.head.loss(h, y, batch.noise_generator)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
+        if self.var_weight or self.cov_weight:
+            flat = z.float().flatten(0, 1)  # (B*Nc, D)
+            var, cov = variance_loss(flat), covariance_loss(flat)
+            loss = loss + self.var_weight * var + self.cov_weight * cov
+            metrics["reg/var"], metrics["reg/cov"] = var.detach(), cov.detach()
         metrics["mask/num_context"] = float(z.shape[1])
         metrics["mask/num_target"] = float(tgt_idx.shape[1] * tgt_idx.shape[2])
         # Collapse monitor: std of the teacher's (un-normalised-over-batch) features across the batch.
