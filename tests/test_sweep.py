@@ -197,7 +197,8 @@ def test_a_job_trains_with_auto_resume_then_evaluates(tmp_path):
     assert job.train_command() == [sys.executable, "-m", "pjepa", "train", "--config", str(SMOKE.resolve()),
                                    "--out", str(run), "--auto-resume", "head.name=mdn", "optim.lr=5e-4"]
     cmds = dict(job.eval_commands())
-    assert list(cmds) == ["knn", "linear", "knn_random_init", "knn_pixels"]
+    assert list(cmds) == ["knn", "linear", "knn_random_init", "knn_pixels", "linear_random_init", "linear_pixels"]
+    assert cmds["linear_random_init"][3:] == ["eval", "linear", "--run", str(run), "--random-init"]
     assert cmds["linear"][3:] == ["eval", "linear", "--run", str(run)]
     assert cmds["knn_pixels"][3:] == ["eval", "knn", "--run", str(run), "--pixels"]
     again = pickle.loads(pickle.dumps(SweepJob(job)))

@@ -59,7 +59,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="experiment YAML, or a preset name (see `pjepa presets`)")
     p.add_argument("--out", type=Path, required=True, metavar="SWEEP_DIR", help="one run directory per grid point")
     p.add_argument("--eval", default="", metavar="P1,P2", help="evaluation protocols after training, e.g. knn,linear")
-    p.add_argument("--baselines", action="store_true", help="also kNN of the untrained encoder and of raw pixels")
+    p.add_argument("--baselines", action="store_true", help="also rate the untrained encoder and raw pixels (kNN, and linear when --eval has it)")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local",
                    help="local: one run after another here; submitit: one SLURM job per run with work left")
     p.add_argument("--dry-run", action="store_true", help="check every run's config, print the grid, exit")

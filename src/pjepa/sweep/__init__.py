@@ -23,6 +23,7 @@ from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid, split
 from pjepa.sweep.plan import SweepPlan, plan_sweep, settle_sweep_dir
 from pjepa.sweep.runner import Outcome, PointJob, run_local, run_point
 from pjepa.sweep.slurm import SlurmOptions, submit_jobs
+from pjepa.sweep.state import baseline_evals
 
 __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "SweepPlan", "grid_points", "parse_grid",
            "plan_sweep", "point_jobs", "run_local", "run_point", "run_sweep", "settle_sweep_dir", "split_top_level",
@@ -57,7 +58,7 @@ def run_sweep(config: str, out: str | Path, overrides: list[str], protocols: lis
     jobs = point_jobs(plan, names, baselines)
     axes = ", ".join(f"{o.key} ({len(o.values)})" for o in plan.axes) or "none"
     echo(f"[sweep] {len(jobs)} runs of {plan.config_path.name} into {plan.out}; axes: {axes}; "
-         f"evaluations: {', '.join(names + (('knn_random_init', 'knn_pixels') if baselines else ())) or 'none'}")
+         f"evaluations: {', '.join(names + (tuple(stem for stem, _ in baseline_evals(names)) if baselines else ())) or 'none'}")
     if dry_run:
         for p in plan.points:
             echo(f"  {p.name}: {' '.join(p.overrides)}")

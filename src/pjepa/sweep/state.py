@@ -25,7 +25,15 @@ from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step
 from pjepa.runs.checkpoint import MODEL_FILE
 
 DONE_FILE = "sweep_done.json"
-BASELINE_EVALS = (("knn_random_init", ("knn", "--random-init")), ("knn_pixels", ("knn", "--pixels")))
+#: Protocols that also rate the untrained encoder and raw pixels under ``--baselines`` (kNN always).
+BASELINE_PROTOCOLS = ("knn", "linear")
+BASELINES = (("random_init", "--random-init"), ("pixels", "--pixels"))
+
+
+def baseline_evals(protocols: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(result file stem, protocol arguments) of the baselines: kNN, and the linear probe when it is asked for."""
+    chosen = [p for p in BASELINE_PROTOCOLS if p == "knn" or p in protocols]
+    return [(f"{p}_{name}", (p, flag)) for p in chosen for name, flag in BASELINES]
 
 
 @dataclass(frozen=True)
@@ -93,10 +101,10 @@ def train_command(config_path: Path, run_dir: Path, overrides: tuple[str, ...] |
 
 def eval_commands(run_dir: Path, protocols: tuple[str, ...] | list[str],
                   baselines: bool) -> list[tuple[str, list[str]]]:
-    """(result file stem, command) of every evaluation asked for; ``baselines`` adds kNN of the untrained
-    encoder and of raw pixels."""
+    """(result file stem, command) of every evaluation asked for; ``baselines`` adds kNN (and the linear
+    probe, when asked for) of the untrained encoder and of raw pixels."""
     jobs = [(name, pjepa_command("eval", name, "--run", str(run_dir))) for name in protocols]
     if baselines:
         jobs += [(stem, pjepa_command("eval", *args[:1], "--run", str(run_dir), *args[1:]))
-                 for stem, args in BASELINE_EVALS]
+                 for stem, args in baseline_evals(protocols)]
     return jobs
