@@ -14,6 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SMOKE
+from pjepa.checks import check_config
+from pjepa.config import load_config
 from pjepa.data import DATASETS, ImageDataset, load_dataset
 from pjepa.data.cifar import safe_unpickle
 from pjepa.data.decode import decode_images
@@ -448,6 +451,8 @@ def test_synthetic_glyphs_style():
     assert abs(background.median().item() - 0.2) < 0.02  # the plain background
     with pytest.raises(DataError, match="style='blobs'"):
         load_dataset("synthetic", "train", num_train=10, style="blobs")
+    with pytest.raises(ConfigError, match="style='blobs' is not one of"):  # and before anything is built
+        check_config(load_config(SMOKE, ["data.options.style=blobs"]))
 
 
 def test_synthetic_shape_not_pixels_carries_the_class():

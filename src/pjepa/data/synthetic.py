@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 
@@ -141,7 +141,8 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> i
 
 @DATASETS.register("synthetic")
 def load_synthetic(split: str, path: str | os.PathLike | None = None, *, num_classes: int = 10,
-                   image_size: int = 32, num_train: int = 5000, num_val: int = 1000, seed: int = 0, style: str = "shapes") -> ImageDataset:
+                   image_size: int = 32, num_train: int = 5000, num_val: int = 1000, seed: int = 0,
+                   style: Literal["shapes", "glyphs"] = "shapes") -> ImageDataset:
     """Procedural images (splits train/val, no files). Options: num_classes (<= 12), image_size, num_train,
     num_val, seed, style ("shapes": one large shape on a coloured background; "glyphs": 4-7 small shapes
     of the class, each its own colour, on a plain background, what the Quickstart learns)."""
