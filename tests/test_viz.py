@@ -195,8 +195,11 @@ def test_reliability_draws_one_curve_per_calibrated_run(runs, tmp_path):
 def test_report_is_one_page_with_every_applicable_figure(runs, tmp_path):
     tb_own = sorted((runs["mdn"].path / "tb").glob("events.*"))
     before = [(p.name, p.stat().st_size) for p in tb_own]
-    page, log = write_report([r.path for r in runs.values()], tmp_path / "html")
+    folder = runs["mdn"].path.parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted(runs)  # a folder of runs, as a sweep writes
+    page, log = write_report([folder], tmp_path / "html")  # stands for its runs
     text = page.read_text()
+    assert f"{len(runs)} runs;" in text
     assert text.count("<img") == len([line for line in log if "not made" not in line])
     assert "src=\"data:image/png;base64," in text and "<script" not in text  # self-contained
     for name in runs:

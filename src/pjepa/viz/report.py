@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pjepa.errors import ConfigError, PJepaError
-from pjepa.eval.table import COLUMNS, cell, table_rows
+from pjepa.eval.table import COLUMNS, cell, expand_run_dirs, noise_metric, noise_rule, table_rows
 from pjepa.runs import Run
 from pjepa.runs.state_io import atomic_write_bytes
 from pjepa.viz.common import run_label, save_figure
@@ -120,7 +120,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
     With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
     ``echo`` (e.g. print) gets each figure's line as soon as it is made."""
-    runs = [Run(d) for d in run_dirs]
+    runs = [Run(d) for d in expand_run_dirs(list(run_dirs))]  # a sweep folder stands for its runs
     if not runs:
         raise ConfigError("pjepa report needs at least one run directory")
     out = Path(out)
@@ -131,6 +131,8 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">{len(runs)} runs; made {dt.datetime.now().isoformat(timespec="seconds")}</p>',
              "<h2>Comparison</h2>", _table(cols, [[cell(r, c) for c in cols] for r in rows])]
+    if (col := noise_metric(rows)) is not None:
+        parts.append(f'<p class="meta">{html.escape(noise_rule(col))}</p>')
     cal = calibration_rows(runs)
     if cal:
         parts += ["<h2>Calibration (validation targets)</h2>", _table(["run"] + [h for _, h in CALIBRATION], cal)]
