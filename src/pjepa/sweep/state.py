@@ -49,13 +49,13 @@ def run_state(run_dir: Path) -> RunState:
     """Where training of ``run_dir`` stands (see the module docstring)."""
     if not (run_dir / "config.yaml").is_file():
         return RunState("new")
-    step = checkpoint_step(run_dir / "checkpoints", "last")
-    if step is None and not (run_dir / "checkpoints").exists() and _done_at(run_dir) is not None:
-        return RunState("finished", _done_at(run_dir))  # results kept, weights dropped
+    step, done = checkpoint_step(run_dir / "checkpoints", "last"), _done_at(run_dir)
+    if step is None and done is not None and not (run_dir / "checkpoints").exists():
+        return RunState("finished", done)  # results kept, weights dropped
     if step is None:
         return RunState("new")  # died before its first checkpoint: --auto-resume starts it again
     total = Run(run_dir).info.get("total_steps")
-    finished = _done_at(run_dir) == step or (isinstance(total, int) and step >= total)
+    finished = done == step or (isinstance(total, int) and step >= total)
     return RunState("finished" if finished else "unfinished", step, total)
 
 
