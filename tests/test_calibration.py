@@ -226,13 +226,14 @@ def test_deterministic_head_is_a_point_mass():
 
 # ---- sampling cost per sampler setting --------------------------------------------------------
 
-def test_sampling_times_of_ddim_at_50_and_25_steps(monkeypatch, one_thread):
-    head = build_head("diffusion", 4, 3, width=16, blocks=1)
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_sampling_times_of_diffusion_at_50_and_25_steps(sampler, monkeypatch, one_thread):
+    head = build_head("diffusion", 4, 3, width=16, blocks=1, sampler=sampler)
     steps = []
     ddim = head.ddim
     monkeypatch.setattr(head, "ddim", lambda h, x, k: steps.append(k) or ddim(h, x, k))
     times = sampling_times(head, torch.randn(1, 4, 4), torch.Generator().manual_seed(0))
-    assert set(times) == {"ddim50", "ddim25"} and all(t > 0 for t in times.values())
+    assert set(times) == {f"{sampler}50", f"{sampler}25"} and all(t > 0 for t in times.values())
     assert set(steps) == {50, 25} and head.sample_steps == 50
 
 

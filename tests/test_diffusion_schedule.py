@@ -125,9 +125,9 @@ def old_ddim(net, abar: torch.Tensor, h, x, steps: int, clip_x0: float) -> torch
 
 
 @pytest.mark.parametrize("clip_x0", [5.0, 0.5, 0.0])
-def test_the_default_heads_samples_are_unchanged_bit_for_bit(clip_x0, one_thread):
+def test_the_ddim_heads_samples_are_unchanged_bit_for_bit(clip_x0, one_thread):
     torch.manual_seed(0)
-    head = build_head("diffusion", 8, 4, width=16, clip_x0=clip_x0)
+    head = build_head("diffusion", 8, 4, width=16, clip_x0=clip_x0, sampler="ddim", prediction="eps")
     torch.testing.assert_close(head.abar, old_abar(1000).float(), atol=0, rtol=0)
     fixed = Fn(lambda x, t, h: torch.tanh(x + 0.001 * t.unsqueeze(-1) + h[..., :4]))  # a fixed eps_fn
     head.net = fixed
@@ -158,7 +158,8 @@ def test_the_head_at_t_100_learns_a_constant_target(one_thread):
 
 def test_the_cosine_option_builds_trains_and_samples(one_thread):
     torch.manual_seed(0)
-    head = build_head("diffusion", 8, 4, schedule="cosine", timesteps=100, sample_steps=10, width=16)
+    head = build_head("diffusion", 8, 4, schedule="cosine", timesteps=100, sample_steps=10, width=16,
+                      prediction="eps")  # the oracle below predicts the noise
     assert head.schedule == "cosine" and head.abar[-1] < 1e-6
     loss, _ = head.loss(torch.randn(2, 3, 8), torch.randn(2, 3, 4))
     loss.backward()

@@ -41,7 +41,7 @@ class Oracle(torch.nn.Module):
 
 @pytest.mark.parametrize("steps", [50, 25])
 def test_ddim_with_the_oracle_recovers_the_target_and_costs_one_pass_per_step(steps):
-    head = build_head("diffusion", DP, D, sample_steps=steps)
+    head = build_head("diffusion", DP, D, sample_steps=steps, prediction="eps", sampler="ddim")
     y0 = torch.tensor([1.5, -0.5, 0.25, 3.0])
     head.net = Oracle(head.abar, y0)
     h = torch.randn(2, 3, DP)
@@ -53,7 +53,7 @@ def test_ddim_with_the_oracle_recovers_the_target_and_costs_one_pass_per_step(st
 
 def test_loss_is_the_noise_mse_and_zero_for_the_oracle():
     torch.manual_seed(0)
-    head = build_head("diffusion", DP, D)
+    head = build_head("diffusion", DP, D, prediction="eps")
     y0 = torch.randn(D)
     head.net = Oracle(head.abar, y0)
     loss, diag = head.loss(torch.randn(4, 6, DP), y0.expand(4, 6, D))

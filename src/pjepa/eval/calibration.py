@@ -333,7 +333,8 @@ def _integrates_ode(head: PredictorHead) -> bool:
 def sampling_times(head: PredictorHead, h: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
     """Seconds per 1,000 target tokens of one draw for (rows, T, Dp) conditions ``h``, by sampler setting.
 
-    DDIM heads (``sample_steps``): ``ddim50`` and ``ddim25`` through sample's
+    Diffusion heads (``sample_steps``): ``ddim50`` and ``ddim25`` (or
+    ``dpmpp_2m50`` ..., after the head's ``sampler``) through sample's
     ``steps``; ODE heads: ``ode{k}`` at the configured ``ode_steps`` and half of
     it; any other head: ``default``.
     """
@@ -343,7 +344,8 @@ def sampling_times(head: PredictorHead, h: torch.Tensor, generator: torch.Genera
     try:
         if hasattr(head, "sample_steps"):
             steps = [k for k in (50, 25) if k <= getattr(head, "T", k)]  # a schedule may have fewer steps
-            return {f"ddim{k}": sampling_seconds(head, h, generator, steps=k) * per_1000 for k in steps}
+            name = getattr(head, "sampler", "ddim")
+            return {f"{name}{k}": sampling_seconds(head, h, generator, steps=k) * per_1000 for k in steps}
         if _integrates_ode(head):
             out = {}
             for k in dict.fromkeys((head.ode_steps, max(1, head.ode_steps // 2))):
