@@ -91,6 +91,40 @@ def test_block_size_formula():
     assert block_size(0.001, 1.0, (8, 8)) == (1, 1)  # never empty
 
 
+def test_official_block_size_rule_worked_examples():
+    """facebookresearch/ijepa ``_sample_block_size``: int(area), round half to even, h < H and w < W."""
+    assert block_size(1.0, 1.0, (8, 8), "official") == (7, 7)  # the official context never spans the grid
+    assert block_size(0.85, 1.0, (8, 8), "official") == (7, 7)  # int(54.4) = 54, round(7.35) = 7
+    assert block_size(0.2163, 1.0, (14, 14), "official") == (6, 6)  # int(42.39) = 42, sqrt = 6.48
+    assert block_size(0.2163, 1.0, (14, 14)) == (7, 7)  # pjepa keeps the fraction: sqrt(42.39) = 6.51
+    assert block_size(25 / 256, 0.25, (16, 16), "official") == (2, 10)  # sqrt(6.25) = 2.5 rounds to even
+    assert block_size(25 / 256, 0.25, (16, 16)) == (3, 10)  # pjepa rounds half up
+    assert block_size(0.001, 1.0, (8, 8), "official") == (1, 1)  # never empty
+
+
+def test_the_official_rule_draws_fewer_oversized_targets_as_measured_in_issue_13():
+    """On 14 x 14 with the default target ranges: 2.6 % of official target blocks exceed 0.2 x 196
+    patches against 9.4-9.7 % under the pjepa rule (scale and aspect drawn independently)."""
+    over = {}
+    for rule in ("pjepa", "official"):
+        sampler = MultiBlockMaskSampler((14, 14), size_rule=rule)
+        g = torch.Generator().manual_seed(0)
+        sizes = [sampler._sample_sizes(g)[0] for _ in range(4000)]
+        over[rule] = sum(h * w > 0.2 * 196 for h, w in sizes) / len(sizes)
+        if rule == "official":
+            ctx = {sampler._sample_sizes(g)[1] for _ in range(200)}
+            assert ctx == {(13, 13)}  # the 0.85-1.0 context is always 13 x 13 on 14 x 14
+    assert over["official"] == pytest.approx(0.026, abs=0.01)
+    assert over["pjepa"] == pytest.approx(0.095, abs=0.015)
+
+
+def test_the_official_rule_samples_valid_masks():
+    sampler = MultiBlockMaskSampler((8, 8), size_rule="official")
+    mb = sampler(64, torch.Generator().manual_seed(0))
+    assert mb.ctx_idx.shape[0] == 64 and mb.stats["context_block_h"] == 7
+    assert not set(mb.ctx_idx[0].tolist()) & set(mb.tgt_idx[0].flatten().tolist())
+
+
 # ------------------------------------------------------------ (c) + (d) context
 
 

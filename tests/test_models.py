@@ -68,3 +68,30 @@ def test_ema_update_lerps_every_pair():
     torch.testing.assert_close(t[1], torch.full((2,), 0.75))
     ema_update(t, o, momentum=1.0)  # momentum 1 freezes the target
     torch.testing.assert_close(t[0], torch.full((3,), 0.25))
+
+
+def test_official_init_scheme_truncnormal_patch_embedding_and_depth_scaled_predictor():
+    """model.init_scheme: official (I-JEPA's _init_weights + the predictor's fix_init_weight)."""
+    torch.manual_seed(0)
+    ours = VisionTransformer(32, 4, 192, 2, 3)
+    torch.manual_seed(0)
+    official = VisionTransformer(32, 4, 192, 2, 3, init_scheme="official")
+    w = official.patch_embed.weight
+    # trunc_normal_'s cut-offs are absolute (+-2), so at std 0.02 it is a plain normal, as in the official code
+    assert w.std().item() == pytest.approx(0.02, rel=0.05) and w.mean().abs() < 0.002
+    assert (official.patch_embed.bias == 0).all()
+    # PyTorch's Conv2d default: Kaiming-uniform with a = sqrt(5), bound 1 / sqrt(fan_in = 48)
+    assert ours.patch_embed.weight.abs().max() <= 48 ** -0.5 and ours.patch_embed.weight.std() > 0.07
+    torch.manual_seed(0)
+    plain = PredictorTrunk(64, 32, 16, 3, 2)
+    torch.manual_seed(0)
+    scaled = PredictorTrunk(64, 32, 16, 3, 2, init_scheme="official")
+    for i, (a, b) in enumerate(zip(plain.blocks, scaled.blocks), start=1):
+        torch.testing.assert_close(b.attn.proj.weight, a.attn.proj.weight / (2 * i) ** 0.5)
+        torch.testing.assert_close(b.mlp[2].weight, a.mlp[2].weight / (2 * i) ** 0.5)
+        torch.testing.assert_close(b.attn.qkv.weight, a.attn.qkv.weight)
+
+
+def test_unknown_init_scheme_is_named():
+    with pytest.raises(ValueError, match="model.init_scheme='timm'"):
+        VisionTransformer(32, 4, 64, 1, 2, init_scheme="timm")

@@ -201,6 +201,9 @@ def test_a_job_trains_with_auto_resume_then_evaluates(tmp_path):
     assert cmds["linear_random_init"][3:] == ["eval", "linear", "--run", str(run), "--random-init"]
     assert cmds["linear"][3:] == ["eval", "linear", "--run", str(run)]
     assert cmds["knn_pixels"][3:] == ["eval", "knn", "--run", str(run), "--pixels"]
+    val = dict(point_jobs(plan, ("knn_val",))[0].eval_commands())  # choices read the validation split
+    assert val["knn_val"][3:] == ["eval", "knn", "--run", str(tmp_path / "s" / "head.name-deterministic"),
+                                  "--split", "val"]
     again = pickle.loads(pickle.dumps(SweepJob(job)))
     assert again.job == job and again.job.train_command() == job.train_command()
     params = SlurmOptions(partition="gpu", time_min=60, gpus=2, cpus=4).parameters()
@@ -356,3 +359,12 @@ def test_submitit_on_a_machine_without_slurm_is_a_named_error(tmp_path, monkeypa
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match="no sbatch on this machine"):
         run_sweep(str(SMOKE), tmp_path / "s", ["train.seed=0,1"], launcher="submitit", echo=lambda line: None)
+
+
+def test_an_unknown_evaluation_is_named_with_the_choices_before_anything_runs(tmp_path):
+    from pjepa.sweep import check_protocols
+
+    assert check_protocols(["knn", "knn_val", "knn"]) == ("knn", "knn_val")
+    with pytest.raises(ConfigError, match=r"unknown protocol 'knnval' \(protocols: .*knn_val"):
+        check_protocols(["knn", "knnval"])
+

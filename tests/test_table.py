@@ -104,3 +104,14 @@ def test_pairs_matrix(sweep, capsys):
     assert main(["table", str(sweep), "--format", "md", "--pairs"]) == 0
     out = capsys.readouterr().out
     assert "| vs_best |" in out and "| knn: row vs column |" in out
+
+
+def test_the_validation_knn_has_its_own_column(tmp_path):
+    """``--eval knn_val`` writes eval/knn_val.json: the number a choice reads, shown beside the reported one."""
+    _run(tmp_path / "a", "deterministic", 0, 40.0)
+    (tmp_path / "a" / "eval" / "knn_val.json").write_text(json.dumps({"top1_weighted": 43.5, "top1_majority": 42.0}))
+    _run(tmp_path / "b", "deterministic", 1, 41.0)
+    row, = table_rows([tmp_path / "a", tmp_path / "b"])
+    assert row["knn"] == 40.5 and row["knn_val"] == 43.5 and row["n"] == 2
+    assert "knn_val" in to_markdown([row]).splitlines()[0]
+

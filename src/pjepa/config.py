@@ -82,6 +82,10 @@ class ModelConfig:
     # Start the encoders from this file (written by `pjepa export` / `pjepa import`: timm-layout
     # safetensors + JSON) instead of a random initialisation; None = random.
     init: Optional[str] = None
+    # Random initialisation: "pjepa" (patch embedding at PyTorch's Conv2d default, predictor residual
+    # branches unscaled) or "official" (I-JEPA's: trunc-normal(0.02) patch embedding, predictor
+    # residual branches divided by sqrt(2 * layer) like the encoder's).
+    init_scheme: Literal["pjepa", "official"] = "pjepa"
 
 
 @dataclass

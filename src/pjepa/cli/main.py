@@ -58,7 +58,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                                    "command continues an interrupted sweep.")
     p.add_argument("--config", required=True, help="experiment YAML, or a preset name (see `pjepa presets`)")
     p.add_argument("--out", type=Path, required=True, metavar="SWEEP_DIR", help="one run directory per grid point")
-    p.add_argument("--eval", default="", metavar="P1,P2", help="evaluation protocols after training, e.g. knn,linear")
+    p.add_argument("--eval", default="", metavar="P1,P2", help="evaluation protocols after training, e.g. knn,linear; knn_val: kNN on the validation split (for choices)")
     p.add_argument("--baselines", action="store_true", help="also rate the untrained encoder and raw pixels (kNN, and linear when --eval has it)")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local",
                    help="local: one run after another here; submitit: one SLURM job per run with work left")

@@ -63,13 +63,29 @@ class MaskBatch:
 # ---------------------------------------------------------------- block geometry
 
 
-def block_size(scale: float, aspect: float, grid: Size) -> Size:
+#: Block-size rules: this project's, and the official I-JEPA sampler's (``_sample_block_size``).
+SIZE_RULES = ("pjepa", "official")
+
+
+def block_size(scale: float, aspect: float, grid: Size, rule: str = "pjepa") -> Size:
     """Block (h, w) of area ``scale * H * W`` and aspect ratio ``h / w = aspect``.
 
-    ``h = round(sqrt(area * aspect))``, ``w = round(sqrt(area / aspect))``
+    ``pjepa``: ``h = round(sqrt(area * aspect))``, ``w = round(sqrt(area / aspect))``
     (round half up), clamped to ``[1, H]`` and ``[1, W]``.
+    ``official`` (facebookresearch/ijepa, ``src/masks/multiblock.py``): the area
+    truncated to an integer first (``int(H * W * scale)``), Python's round (half
+    to even), then h and w lowered until ``h < H`` and ``w < W``, so no block
+    spans the whole grid (a 1.0-scale context block is 7 x 7 on 8 x 8); floored at 1.
+    The official sampler also draws scale and aspect from *one* uniform (so the
+    largest blocks are the tallest); ``MultiBlockMaskSampler(size_rule="official")``
+    does the same. On a 14 x 14 grid with the default target ranges 2.6 % of
+    target blocks then exceed the maximum area (0.2 x 196), against 9.7 % here.
     """
     rows, cols = grid
+    if rule == "official":
+        area = int(rows * cols * scale)
+        h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        return max(min(h, rows - 1), 1), max(min(w, cols - 1), 1)
     area = scale * rows * cols
     h = int(math.floor(math.sqrt(area * aspect) + 0.5))
     w = int(math.floor(math.sqrt(area / aspect) + 0.5))
@@ -77,13 +93,13 @@ def block_size(scale: float, aspect: float, grid: Size) -> Size:
 
 
 def reachable_block_sizes(
-    scale: tuple[float, float], aspect: tuple[float, float], grid: Size, steps: int = 65
+    scale: tuple[float, float], aspect: tuple[float, float], grid: Size, steps: int = 65, rule: str = "pjepa"
 ) -> set[Size]:
     """The block sizes ``block_size`` gives on a fine grid of scales x aspects."""
     def points(lo: float, hi: float) -> list[float]:
         return [lo + (hi - lo) * i / (steps - 1) for i in range(steps)]
 
-    return {block_size(s, a, grid) for s in points(*scale) for a in points(*aspect)}
+    return {block_size(s, a, grid, rule) for s in points(*scale) for a in points(*aspect)}
 
 
 def block_masks(top: torch.Tensor, left: torch.Tensor, size: Size, grid: Size) -> torch.Tensor:
@@ -180,6 +196,9 @@ class MultiBlockMaskSampler:
             threshold a sample's first acceptable candidate must reach.
         max_redraws: batch-wide redraws for samples with no candidate reaching
             ``min_context`` before giving up with an error.
+        size_rule: how block sizes are drawn: ``pjepa`` (default; scale and aspect
+            independent) or ``official`` (the official sampler's; see ``block_size``).
+            Corners stay uniform over all valid positions under both rules.
 
     ``__call__`` returns a ``MaskBatch`` whose ``stats`` hold: ``num_context``
     (Nc), ``num_target`` (M*Nt), ``target_block_h``/``_w``,
@@ -203,8 +222,12 @@ class MultiBlockMaskSampler:
         num_candidates: int = 4,
         equalise_quantile: float = 0.25,
         max_redraws: int = 20,
+        size_rule: str = "pjepa",
     ) -> None:
         self.grid = _grid(grid_size)
+        if size_rule not in SIZE_RULES:
+            raise ConfigError(f"size_rule must be one of {', '.join(SIZE_RULES)}, got {size_rule!r}")
+        self.size_rule = size_rule
         self.num_targets = _int("num_targets", num_targets, 1)
         self.target_scale = _range("target_scale", target_scale, 0.0, 1.0)
         self.target_aspect = _range("target_aspect", target_aspect, 0.0, math.inf)
@@ -231,8 +254,8 @@ class MultiBlockMaskSampler:
         grid corner opposite the context block.
         """
         rows, cols = self.grid
-        ctx_sizes = reachable_block_sizes(self.context_scale, self.context_aspect, self.grid)
-        tgt_sizes = reachable_block_sizes(self.target_scale, self.target_aspect, self.grid)
+        ctx_sizes = reachable_block_sizes(self.context_scale, self.context_aspect, self.grid, rule=self.size_rule)
+        tgt_sizes = reachable_block_sizes(self.target_scale, self.target_aspect, self.grid, rule=self.size_rule)
         for ch, cw in sorted(ctx_sizes):
             for th, tw in sorted(tgt_sizes):
                 overlap = max(0, th + ch - rows) * max(0, tw + cw - cols)
@@ -248,10 +271,12 @@ class MultiBlockMaskSampler:
     def _sample_sizes(self, generator: torch.Generator) -> tuple[Size, Size]:
         """One (target size, context size) pair for the whole batch."""
         u = torch.rand(4, generator=generator, device=generator.device).tolist()
+        if self.size_rule == "official":  # one uniform per block for scale *and* aspect, as the official code
+            u[1], u[3] = u[0], u[2]
         (ts0, ts1), (ta0, ta1) = self.target_scale, self.target_aspect
         (cs0, cs1), (ca0, ca1) = self.context_scale, self.context_aspect
-        tgt = block_size(ts0 + u[0] * (ts1 - ts0), ta0 + u[1] * (ta1 - ta0), self.grid)
-        ctx = block_size(cs0 + u[2] * (cs1 - cs0), ca0 + u[3] * (ca1 - ca0), self.grid)
+        tgt = block_size(ts0 + u[0] * (ts1 - ts0), ta0 + u[1] * (ta1 - ta0), self.grid, self.size_rule)
+        ctx = block_size(cs0 + u[2] * (cs1 - cs0), ca0 + u[3] * (ca1 - ca0), self.grid, self.size_rule)
         return tgt, ctx
 
     def _corners(self, shape: tuple[int, ...], size: Size, generator: torch.Generator
@@ -364,4 +389,4 @@ class MultiBlockMaskSampler:
                 f"target_scale={self.target_scale}, target_aspect={self.target_aspect}, "
                 f"context_scale={self.context_scale}, context_aspect={self.context_aspect}, "
                 f"min_context={self.min_context}, num_candidates={self.num_candidates}, "
-                f"equalise_quantile={self.equalise_quantile})")
+                f"equalise_quantile={self.equalise_quantile}, size_rule={self.size_rule!r})")

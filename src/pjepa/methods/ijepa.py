@@ -30,7 +30,15 @@ from pjepa.models import PredictorTrunk, VisionTransformer
 
 def build_encoder(cfg: Config) -> VisionTransformer:
     e = cfg.model.encoder
-    return VisionTransformer(cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio)
+    return VisionTransformer(cfg.data.image_size, e.patch_size, e.embed_dim, e.depth, e.num_heads, e.mlp_ratio,
+                             init_scheme=cfg.model.init_scheme)
+
+
+def build_predictor(cfg: Config, encoder: VisionTransformer) -> PredictorTrunk:
+    """The predictor trunk of ``cfg.model.predictor`` over ``encoder``'s patches and width."""
+    p = cfg.model.predictor
+    return PredictorTrunk(encoder.num_patches, encoder.embed_dim, p.embed_dim, p.depth, p.num_heads, p.mlp_ratio,
+                          layout=p.layout, init_scheme=cfg.model.init_scheme)
 
 
 def effective_rank(x: torch.Tensor) -> torch.Tensor:
@@ -66,10 +74,7 @@ class IJEPA(Method):
         self.var_weight, self.cov_weight = var_weight, cov_weight
         self.encoder = build_encoder(cfg)  # the context encoder (student)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.predictor = PredictorTrunk(
-            self.encoder.num_patches, self.encoder.embed_dim, p.embed_dim, p.depth, p.num_heads, p.mlp_ratio,
-            layout=p.layout,
-        )
+        self.predictor = build_predictor(cfg, self.encoder)
         self.head = build_head(cfg.head.name, p.embed_dim, self.encoder.embed_dim, **cfg.head.options)
         self.mask_sampler = build_mask_sampler(cfg.mask.name, self.encoder.grid_size, cfg.mask.options)
 

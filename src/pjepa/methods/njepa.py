@@ -30,7 +30,7 @@ from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.heads import PredictorHead, build_head
 from pjepa.methods.base import Batch, HeadMonitor, Metrics, Monitors, StepOutput
-from pjepa.methods.ijepa import IJEPA, effective_rank
+from pjepa.methods.ijepa import IJEPA, build_predictor, effective_rank
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk
 
@@ -94,9 +94,7 @@ class NJEPA(IJEPA):
         self.noisy_head: PredictorHead | None = None
         self.noisy_mask_token: nn.Parameter | None = None
         if not share_predictor:
-            self.noisy_predictor = PredictorTrunk(
-                self.encoder.num_patches, self.encoder.embed_dim, p.embed_dim, p.depth, p.num_heads, p.mlp_ratio,
-                layout=p.layout)
+            self.noisy_predictor = build_predictor(cfg, self.encoder)
             self.noisy_head = build_head(cfg.head.name, p.embed_dim, self.encoder.embed_dim, **cfg.head.options)
             if share_mask_token:
                 self.noisy_predictor.mask_token = None  # the clean trunk's token is passed in

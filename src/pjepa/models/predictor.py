@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from pjepa.masking.ops import apply_masks, block_attention_mask
 from pjepa.models.pos_embed import sincos_2d
-from pjepa.models.vit import Block, init_weights
+from pjepa.models.vit import INIT_SCHEMES, Block, init_weights, rescale_residual_branches
 
 
 class PredictorTrunk(nn.Module):
@@ -34,10 +34,13 @@ class PredictorTrunk(nn.Module):
         num_heads: int,
         mlp_ratio: float = 4.0,
         layout: str = "joint",
+        init_scheme: str = "pjepa",
     ) -> None:
         super().__init__()
         if layout not in ("joint", "per_block"):
             raise ValueError(f"model.predictor.layout={layout!r}: choose joint or per_block")
+        if init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"model.init_scheme={init_scheme!r}: choose one of {', '.join(INIT_SCHEMES)}")
         grid = int(round(num_patches**0.5))
         self.layout = layout
         self.pred_dim = pred_dim
@@ -48,6 +51,8 @@ class PredictorTrunk(nn.Module):
         self.norm = nn.LayerNorm(pred_dim, eps=1e-6)
         self.apply(init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if init_scheme == "official":  # the official predictor rescales its residual branches by depth too
+            rescale_residual_branches(self.blocks)
 
     def _run(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         for block in self.blocks:

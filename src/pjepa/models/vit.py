@@ -59,6 +59,18 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_rate, self.training)
 
 
+#: Initialisations: ``pjepa`` leaves the patch embedding at PyTorch's Conv2d default (Kaiming-uniform);
+#: ``official`` truncated-normal(0.02) as the official I-JEPA code (``_init_weights``).
+INIT_SCHEMES = ("pjepa", "official")
+
+
+def rescale_residual_branches(blocks: nn.ModuleList) -> None:
+    """Divide block i's (1-based) residual output layers by sqrt(2 i): I-JEPA's ``fix_init_weight``."""
+    for i, block in enumerate(blocks, start=1):
+        block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
+        block.mlp[2].weight.data.div_((2.0 * i) ** 0.5)
+
+
 def init_weights(module: nn.Module) -> None:
     """Truncated-normal(0.02) linears, zero biases, unit LayerNorms (ViT/I-JEPA)."""
     if isinstance(module, nn.Linear):
@@ -79,6 +91,7 @@ class VisionTransformer(nn.Module):
         embed_dim, depth, num_heads, mlp_ratio: the usual ViT sizes.
         drop_path_rate: stochastic depth of the last block, rising linearly from 0 at the first
             (fine-tuning; pretraining uses 0).
+        init_scheme: ``pjepa`` or ``official`` (the patch embedding truncated-normal(0.02)).
 
     ``pos_embed`` (1, N, D) is a buffer saved with the weights: it is the fixed 2-D sin-cos
     embedding of ``models.pos_embed`` unless weights imported from elsewhere (the official
@@ -87,9 +100,11 @@ class VisionTransformer(nn.Module):
 
     def __init__(
         self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
-        drop_path_rate: float = 0.0,
+        drop_path_rate: float = 0.0, init_scheme: str = "pjepa",
     ) -> None:
         super().__init__()
+        if init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"model.init_scheme={init_scheme!r}: choose one of {', '.join(INIT_SCHEMES)}")
         if img_size % patch_size != 0:
             raise ValueError(
                 f"image size {img_size} is not a multiple of patch size {patch_size} "
@@ -104,10 +119,10 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, rate) for rate in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.apply(init_weights)
-        # Rescale each residual branch's output layer by depth (I-JEPA's fix_init_weight).
-        for i, block in enumerate(self.blocks, start=1):
-            block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
-            block.mlp[2].weight.data.div_((2.0 * i) ** 0.5)
+        rescale_residual_branches(self.blocks)
+        if init_scheme == "official":
+            nn.init.trunc_normal_(self.patch_embed.weight, std=0.02)
+            nn.init.zeros_(self.patch_embed.bias)
 
     def _tokens(self, images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)

@@ -28,6 +28,9 @@ DONE_FILE = "sweep_done.json"
 #: Protocols that also rate the untrained encoder and raw pixels under ``--baselines`` (kNN always).
 BASELINE_PROTOCOLS = ("knn", "linear")
 BASELINES = (("random_init", "--random-init"), ("pixels", "--pixels"))
+#: Evaluations on the validation split, for choices: ``--eval knn_val`` runs ``pjepa eval knn --split val``
+#: (result ``eval/knn_val.json``). The name is the result's file stem, as for every protocol.
+VALIDATION_EVALS = {"knn_val": ("knn", "--split", "val")}
 
 
 def baseline_evals(protocols: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -103,7 +106,10 @@ def eval_commands(run_dir: Path, protocols: tuple[str, ...] | list[str],
                   baselines: bool) -> list[tuple[str, list[str]]]:
     """(result file stem, command) of every evaluation asked for; ``baselines`` adds kNN (and the linear
     probe, when asked for) of the untrained encoder and of raw pixels."""
-    jobs = [(name, pjepa_command("eval", name, "--run", str(run_dir))) for name in protocols]
+    jobs = []
+    for name in protocols:
+        protocol, *extra = VALIDATION_EVALS.get(name, (name,))
+        jobs.append((name, pjepa_command("eval", protocol, "--run", str(run_dir), *extra)))
     if baselines:
         jobs += [(stem, pjepa_command("eval", *args[:1], "--run", str(run_dir), *args[1:]))
                  for stem, args in baseline_evals(protocols)]
