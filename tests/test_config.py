@@ -151,6 +151,8 @@ BAD = [
     ("train.log_every=0", "train.log_every=0"),
     ("train.eval_every=7", "train.eval_every=7"),
     ("eval.k=0", "eval.k=0"),
+    ("model.init_scheme=timm", "model.init_scheme='timm'"),
+    ("mask.options.size_rule=exact", "size_rule must be one of pjepa, official, got 'exact'"),
 ]
 
 
