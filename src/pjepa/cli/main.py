@@ -10,6 +10,7 @@
     pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
     pjepa plot WHAT RUN_DIR... [--out DIR]   (figures: pjepa.viz.figures; into RUN/figures/ by default)
     pjepa report RUN_DIR... --out DIR [--title T] [--no-tensorboard]
+    pjepa gen study --runs RUN_DIR... --out DIR [--preset cifar10_cpu] [--inception-weights FILE] [key=value ...]
 """
 
 from __future__ import annotations
@@ -121,6 +122,25 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/{hparams,figures}")
 
 
+def _add_gen(sub: argparse._SubParsersAction) -> None:
+    from pjepa.generative.study_config import study_presets
+
+    p = sub.add_parser("gen", help="the generative study: latent diffusion over frozen encoders' patch tokens")
+    gsub = p.add_subparsers(dest="gen_command", required=True)
+    s = gsub.add_parser("study", help="tokens -> VAE -> diffusion -> decoder -> metrics for each run, one table",
+                        description="Every stage is resumable: the same command skips what is done. Writes "
+                                    "DIR/table.md, DIR/table.json, sample grids and DIR/<run>/timings.json.")
+    s.add_argument("--runs", nargs="+", type=Path, required=True, metavar="RUN_DIR",
+                   help="run directories (pjepa train), or folders of encoders brought in with pjepa import")
+    s.add_argument("--out", type=Path, required=True, metavar="DIR")
+    s.add_argument("--preset", default="cifar10_cpu", help=f"study preset ({', '.join(study_presets())}) or a YAML")
+    s.add_argument("--inception-weights", type=Path, metavar="FILE",
+                   help="local FID InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): InceptionV3 columns too")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted study overrides, e.g. sample.n=500")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pjepa", description="Joint-Embedding Predictive Architectures")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     _add_plot(sub)
     _add_report(sub)
+    _add_gen(sub)
     sub.add_parser("presets", help="list the built-in presets (usable as --config NAME)")
     return parser
 
@@ -288,9 +309,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gen(args: argparse.Namespace) -> int:
+    from pjepa.generative.study import load_study_config, run_study
+    from pjepa.utils import seed_everything
+
+    # `--runs A B key=value`: argparse gives the override to --runs; it is not a folder, so it is an override
+    moved = [str(r) for r in args.runs if "=" in str(r) and not r.exists()]
+    runs = [r for r in args.runs if str(r) not in moved]
+    cfg = load_study_config(args.preset, moved + list(args.overrides))
+    seed_everything(cfg.seed)
+    table = run_study(runs, args.out, cfg, args.inception_weights, progress=not args.no_progress,
+                      device=args.device, echo=lambda line: print(line, flush=True))
+    print(f"[pjepa] study table: {table} (and {table.with_suffix('.json')}); grids and timings in {args.out}/<run>/")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "table": cmd_table, "presets": cmd_presets,
-    "export": cmd_export, "import": cmd_import, "plot": cmd_plot, "report": cmd_report,
+    "export": cmd_export, "import": cmd_import, "plot": cmd_plot, "report": cmd_report, "gen": cmd_gen,
 }
 
 
@@ -299,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
     args, extra = parser.parse_known_args(argv)
-    takes_overrides = args.command in ("train", "sweep")
+    takes_overrides = args.command in ("train", "sweep", "gen")
     unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

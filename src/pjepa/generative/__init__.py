@@ -3,5 +3,6 @@
 A frozen encoder turns images into patch tokens, a small VAE and a latent diffusion model learn their
 distribution, a decoder maps samples back to images, and the metrics here (Frechet distance, Inception-style
 score, k-NN precision / recall, class-histogram distance, memorisation) compare generated and real features of
-a named feature network. Nothing in this package imports ``pjepa.train`` (GUIDE section 1).
+a named feature network. ``study`` runs it all, resumably, for several runs (``pjepa gen study``). Nothing in
+this package imports ``pjepa.train`` (GUIDE section 1).
 """

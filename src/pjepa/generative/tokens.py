@@ -42,7 +42,8 @@ MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "eval")
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 #: Manifest keys that must agree for a rerun to resume into an existing folder.
-IDENTITY = ("run", "checkpoint", "step", "encoder", "split", "limit", "N", "K", "D", "dtype", "shard_size")
+IDENTITY = ("run", "checkpoint", "step", "encoder", "split", "limit", "subset_seed", "N", "K", "D", "dtype",
+            "shard_size")
 
 
 def tokens_to_maps(tokens: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -71,16 +72,16 @@ def subset_indices(n: int, limit: int, seed: int, split: str) -> torch.Tensor:
 
 
 def _plan(run: Run, step: int, encoder: torch.nn.Module, which: str, checkpoint: str, split: str,
-          limit: int, n: int, shard_size: int, dtype: str) -> dict[str, Any]:
+          limit: int, subset_seed: int, n: int, shard_size: int, dtype: str) -> dict[str, Any]:
     """The manifest of an extraction: what was encoded, how, and which shard holds which rows."""
     mean, std = run.stats()
     shards = [{"file": f"shard_{i:05d}.safetensors", "start": s, "stop": min(s + shard_size, n)}
               for i, s in enumerate(range(0, n, shard_size))]
     return {
         "format": FORMAT, "run": str(run.path.resolve()), "checkpoint": checkpoint, "step": step,
-        "encoder": which, "split": split, "limit": limit, "N": n, "K": int(encoder.grid_size),
-        "D": int(encoder.embed_dim), "dtype": dtype, "layout": "(n, D, K, K)", "shard_size": shard_size,
-        "image_size": int(run.config.data.image_size), "dataset": run.config.data.name,
+        "encoder": which, "split": split, "limit": limit, "subset_seed": subset_seed, "N": n,
+        "K": int(encoder.grid_size), "D": int(encoder.embed_dim), "dtype": dtype, "layout": "(n, D, K, K)",
+        "shard_size": shard_size, "image_size": int(run.config.data.image_size), "dataset": run.config.data.name,
         "mean": mean.tolist(), "std": std.tolist(), "shards": shards,
     }
 
@@ -142,23 +143,27 @@ def extract_tokens(
     progress: bool = True,
     batch_size: int = 0,
     dtype: str = "float16",
+    seed: int | None = None,
 ) -> "TokenShards":
     """Encode every image of ``split`` (or a seeded random ``limit`` of them) with the run's frozen
     ``encoder`` ("target" (EMA) or "context") at ``checkpoint`` and write shards of ``shard_size`` maps
     to ``out_dir``; a rerun writes only missing shards. ``batch_size`` 0: the run's ``eval.batch_size``.
-    On CUDA the encoder runs under bf16 autocast (as feature extraction does). Returns the shards."""
+    On CUDA the encoder runs under bf16 autocast (as feature extraction does). ``seed`` picks the ``limit``
+    subset (default: the run's ``train.seed``; the generative study passes its own, so runs of different
+    seeds encode the same images). Returns the shards."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r}: choose float16 (half the disk) or float32 (exact)")
     if shard_size <= 0:
         raise ConfigError(f"shard_size={shard_size}: pass a positive number of images per shard")
     run, out = Run(run_dir), Path(out_dir)
     data = split_dataset(run, split)
-    idx = subset_indices(len(data), limit, run.config.train.seed, split)
+    subset_seed = run.config.train.seed if seed is None else seed
+    idx = subset_indices(len(data), limit, subset_seed, split)
     if len(idx) == 0:
         raise DataError(f"split {split!r} of {run.path} holds no images; choose another split")
     method, step = load_run_method(run, checkpoint)
     net = method.feature_encoder(encoder).eval()
-    plan = _plan(run, step, net, encoder, checkpoint, split, limit, len(idx), shard_size, dtype)
+    plan = _plan(run, step, net, encoder, checkpoint, split, limit, subset_seed, len(idx), shard_size, dtype)
     _start_manifest(out, plan)
     todo = [s for s in plan["shards"] if not _shard_done(out / s["file"], s["stop"] - s["start"])]
     dev = resolve_device(device)
