@@ -70,7 +70,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--family", choices=sorted(HEADS), default="cifar10")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=4, help="timed steps per repeat")

@@ -100,7 +100,7 @@ def bench_eval(args: argparse.Namespace, tmp: Path) -> list[tuple[str, str]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     p.add_argument("--repeats", type=int, default=3)

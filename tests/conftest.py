@@ -27,6 +27,7 @@ TINY = [
     "model.predictor.num_heads=2",
     "optim.batch_size=16",
     "train.num_threads=1",
+    "train.precision=fp32",  # not auto: the same numbers on every processor (tests/test_precision.py covers auto)
     "train.progress=false",
     "train.log_every=2",
     "train.eval_every=4",
@@ -43,6 +44,19 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     full_env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "pjepa", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def precision_cache(tmp_path_factory):
+    """Probe results of ``train.precision=auto`` go to a temporary cache, never the user's ~/.cache/pjepa
+    (child processes inherit the variable)."""
+    before = os.environ.get("PJEPA_CACHE_DIR")
+    os.environ["PJEPA_CACHE_DIR"] = str(tmp_path_factory.mktemp("pjepa-cache"))
+    yield Path(os.environ["PJEPA_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("PJEPA_CACHE_DIR", None)
+    else:
+        os.environ["PJEPA_CACHE_DIR"] = before
 
 
 @pytest.fixture

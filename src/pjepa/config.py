@@ -142,7 +142,9 @@ class TrainConfig:
     time_limit_min: float = 0.0  # > 0: stop (and checkpoint) after this many minutes of training
     ema: tuple[float, float] = (0.998, 1.0)
     ema_schedule: Literal["cosine", "linear"] = "cosine"
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # autocast on GPU; CPU always fp32
+    # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
+    # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0

@@ -163,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pjepa.errors import ConfigError
     from pjepa.presets import resolve_config_path
     from pjepa.runs import Run, RunLock, check_resume_overrides
+    from pjepa.runs.precision import check_requested
     from pjepa.train.loop import train
     from pjepa.utils import next_run_dir
 
@@ -181,6 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("--auto-resume needs --out DIR: the run directory to continue or start")
         run_dir = args.out or next_run_dir(Path("runs"), path.stem)
     cfg = check_config(cfg)
+    check_requested(cfg.train.precision, cfg.train.device)  # fp16 on a CPU
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0

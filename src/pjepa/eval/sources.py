@@ -8,6 +8,10 @@ training split minus validation: probes train here), ``val`` (choices) and ``eva
 reported split). Encoder features (mean-pooled last ``layers`` layers, concatenated) are
 cached in ``RUN/eval/cache/`` under a name holding the checkpoint's step, so the linear and
 low-shot protocols extract them once.
+
+Precision: features are extracted in the precision the run trained in (``run_info.json``) when
+evaluated on the same device type, in fp32 otherwise and for runs older than ``train.precision=auto``
+(``feature_amp``); a bf16 extraction is cached under its own name.
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ def load_encoder_for(run: Run, source: Source) -> tuple[nn.Module, int, str]:
     return encoder, step, tag
 
 
+def feature_amp(run: Run, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of feature extraction for ``run`` on ``device`` (None = fp32): the run's stored
+    training precision on the device type it was chosen for, else fp32 (``pjepa.runs.precision``)."""
+    return run.amp_dtype(device)
+
+
+def precision_name(amp: torch.dtype | None) -> str:
+    """None -> "fp32", bfloat16 -> "bf16", float16 -> "fp16" (recorded with each result)."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
 def labelled_splits(run: Run) -> dict[str, ImageDataset]:
     splits = splits_for(run.config)
     out = {"bank": splits.bank, "val": splits.val, "eval": splits.eval}
@@ -93,11 +108,12 @@ def split_features(run: Run, source: Source, device: torch.device, layers: int =
         feats = {k: (pixel_features(ds.images, cfg.data.image_size, mean, std), ds.labels) for k, ds in data.items()}
         return feats, 0
     encoder, step, tag = load_encoder_for(run, source)
-    path = run.path / "eval" / "cache" / f"features_{tag}_last{layers}.pt"
+    amp = feature_amp(run, device)
+    suffix = "" if amp is None else f"_{precision_name(amp)}"
+    path = run.path / "eval" / "cache" / f"features_{tag}_last{layers}{suffix}.pt"
     if path.exists():
         return torch.load(path, weights_only=True), step
     encoder.to(device)
-    amp = torch.bfloat16 if device.type == "cuda" else None
     feats = {k: (extract_features(encoder, ds.images, cfg.data.image_size, mean, std, device, cfg.eval.batch_size,
                                   amp, progress=progress, desc=f"features ({k})", layers=layers), ds.labels)
              for k, ds in data.items()}

@@ -9,22 +9,27 @@ from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_histor
 from pjepa.runs.device import resolve_device
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock
+from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision, resolve_precision
 from pjepa.runs.run import Run, check_resume_overrides, is_legacy
 from pjepa.runs.state_io import atomic_write_bytes
 
 __all__ = [
     "MetricsLogger",
     "Run",
+    "ResolvedPrecision",
     "RunLock",
     "check_resume_overrides",
     "atomic_write_bytes",
     "checkpoint_path",
     "checkpoint_step",
+    "from_record",
     "is_legacy",
     "keep_history",
+    "legacy_precision",
     "load_checkpoint",
     "load_weights_into",
     "read_metrics",
     "resolve_device",
+    "resolve_precision",
     "save_checkpoint",
 ]

@@ -3,7 +3,7 @@
     runs/00000-smoke/
       config.yaml        resolved config          -> Run.config (with the resumes' overrides applied)
       resumes.jsonl      one line per resume with overrides (duration, evaluation, logging)
-      run_info.json      commit, world size, ...  -> Run.info
+      run_info.json      commit, world size, ...  -> Run.info, Run.precision (what train.precision resolved to)
       data_stats.json    channel mean/std         -> Run.stats()
       metrics.jsonl      one row per logged step  -> Run.metrics()
       checkpoints/NAME/  weights + state          -> Run.checkpoint(NAME), Run.load_checkpoint(NAME)
@@ -31,6 +31,7 @@ from pjepa.config import MOVED_KEYS, Config, build_config, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
+from pjepa.runs.precision import eval_amp_dtype, valid_record
 from pjepa.runs.metrics import read_metrics
 from pjepa.runs.state_io import atomic_write_bytes
 
@@ -135,6 +136,17 @@ class Run:
     def info(self) -> dict[str, Any]:
         path = self.path / "run_info.json"
         return _read_json(path) if path.is_file() else {}
+
+    @property
+    def precision(self) -> dict[str, Any] | None:
+        """What ``train.precision`` resolved to at the run's start (``run_info.json["precision"]``: requested,
+        name, reason, device_type), or None for a run written before ``train.precision=auto``."""
+        return valid_record(self.info.get("precision"))
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype for extracting this run's features on ``device`` (None = fp32): the stored
+        precision on the device type it was resolved for, fp32 otherwise (see ``runs.precision.eval_amp_dtype``)."""
+        return eval_amp_dtype(self.precision, device)
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean (3,), std (3,)) the run normalised its images with."""

@@ -48,6 +48,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def is_distributed() -> bool:
+    """True inside an initialised process group (torchrun with more than one process)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """Rank 0's ``flag`` on every rank (e.g. 'time is up')."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -41,7 +41,7 @@ from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
 from pjepa.train.monitor import NonFiniteLossError, StepMonitor, params_finite
-from pjepa.train.optim import amp_settings, apply_schedules, build_optimizer
+from pjepa.train.optim import apply_schedules, build_optimizer, run_precision
 from pjepa.train.periodic import PeriodicEvaluator
 from pjepa.train.signals import EXIT_CODES, StopSignals
 from pjepa.utils import git_commit, seed_everything, stream_seed
@@ -95,8 +95,11 @@ class Trainer:
         self.method: Method = build_method(cfg).to(self.device)
         self.optimizer = build_optimizer(cfg, self.method, self.device)
         self._params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.amp_dtype, use_scaler = amp_settings(cfg, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.precision, line = run_precision(cfg, self.device, self.run_dir, resume, self.info.is_main)
+        self.amp_dtype = self.precision.amp_dtype  # autocast in the step and in periodic evaluation; None = fp32
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_scaler)
+        if self.info.is_main:
+            print(line, flush=True)
         self.batcher = Batcher(len(self.splits.train), cfg.optim.batch_size, self.info, cfg.train.seed, self.device)
         self.total = total_steps(cfg, self.batcher.steps_per_epoch)
         self.warmup = int(round(cfg.optim.warmup_epochs * self.batcher.steps_per_epoch))
@@ -160,6 +163,7 @@ class Trainer:
             "total_steps": self.total,
             "device": str(self.device),
             "torch": torch.__version__,
+            "precision": self.precision.record(),  # a resume reuses it (``train.optim.run_precision``)
             "num_train": len(s.train),
             "num_bank": len(s.bank),
             "num_val": len(s.val),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from pjepa.config import Config
 from pjepa.methods import Method
+from pjepa.runs import ResolvedPrecision, Run, from_record, legacy_precision, resolve_precision
 from pjepa.train import schedules
+from pjepa.train.distributed import broadcast_flag, is_distributed
 
 
 def build_optimizer(cfg: Config, method: Method, device: torch.device) -> torch.optim.AdamW:
@@ -29,10 +33,31 @@ def apply_schedules(optimizer: torch.optim.Optimizer, cfg: Config, step: int, to
     return {"lr": lr, "ema": ema}
 
 
-def amp_settings(cfg: Config, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler). Autocast only on GPU."""
-    if device.type != "cuda" or cfg.train.precision == "fp32":
-        return None, False
-    if cfg.train.precision == "bf16":
-        return torch.bfloat16, False
-    return torch.float16, True
+def run_precision(cfg: Config, device: torch.device, run_dir: Path, resume: bool,
+                  is_main: bool = True) -> tuple[ResolvedPrecision, str]:
+    """(what the run trains in, the start-up line that says so).
+
+    A new run resolves ``train.precision`` (``auto`` probes the CPU at the encoder's width with the
+    threads torch uses; see ``pjepa.runs.precision``). Under torchrun on CPUs only rank 0 probes and every
+    rank takes its choice. A resume reuses the precision stored in ``run_info.json`` without probing, on
+    any machine; a run written before precision was stored keeps pjepa's old rule (fp32 on a CPU,
+    ``train.precision`` on CUDA)."""
+    if resume:
+        record = Run(run_dir).info.get("precision") if (run_dir / "config.yaml").is_file() else None
+        if isinstance(record, dict):
+            p = from_record(record, device)
+            return p, (f"[pjepa] precision: {p.name}, stored in {run_dir / 'run_info.json'} and reused without "
+                       f"probing (at the run's start: {p.describe()})")
+        p = legacy_precision(cfg.train.precision, device)
+        return p, f"[pjepa] precision: {p.name} ({p.reason})"
+    requested = cfg.train.precision
+    width, threads = cfg.model.encoder.embed_dim, torch.get_num_threads()
+    if requested == "auto" and device.type == "cpu" and is_distributed():
+        p = resolve_precision(requested, device, width, threads) if is_main else None
+        bf16 = broadcast_flag(p is not None and p.name == "bf16", device)
+        if p is None:
+            p = from_record({"requested": requested, "name": "bf16" if bf16 else "fp32", "reason": "rank 0's probe"},
+                            device)
+    else:
+        p = resolve_precision(requested, device, width, threads)
+    return p, f"[pjepa] precision: {p.describe()}"

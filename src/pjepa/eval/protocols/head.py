@@ -39,9 +39,8 @@ def head_pairs(run: Run, checkpoint: str, images: torch.Tensor, dev: torch.devic
     monitor = next(iter(monitors.values()))
     method.to(dev).eval()
     mean, std = run.stats()
-    amp = torch.bfloat16 if dev.type == "cuda" else None
     pairs = collect_pairs(monitor.conditions, images, cfg.data.image_size, mean, std, dev,
-                          seed=stream_seed(cfg.train.seed, 0, 0, mask_stream), amp_dtype=amp,
+                          seed=stream_seed(cfg.train.seed, 0, 0, mask_stream), amp_dtype=run.amp_dtype(dev),
                           batch_size=cfg.eval.batch_size)
     return monitor, pairs, step
 

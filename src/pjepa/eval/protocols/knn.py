@@ -25,7 +25,8 @@ from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, non_negative_int, positive_int,
                                        register, source_of)
-from pjepa.eval.sources import Source, encoder_depth, load_encoder_for, probe_layers, split_features
+from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
+                                split_features)
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -45,7 +46,7 @@ def _encoder_features(run: Run, source: Source, images, device, layers: int, pro
     mean, std = run.stats()
     encoder, step, _ = load_encoder_for(run, source)
     encoder.to(device)
-    amp = torch.bfloat16 if device.type == "cuda" else None
+    amp = feature_amp(run, device)
     feats = [extract_features(encoder, x, cfg.data.image_size, mean, std, device, cfg.eval.batch_size, amp,
                               progress=progress, desc=f"features ({name})", layers=layers)
              for name, x in zip(("bank", "queries"), images)]
@@ -121,6 +122,7 @@ def evaluate_knn(
         "encoder": which, "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
+        "feature_precision": precision_name(feature_amp(run, dev)) if which != "pixels" else None,
         "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),

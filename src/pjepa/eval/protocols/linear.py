@@ -16,7 +16,7 @@ from typing import Any
 
 from pjepa.eval.linear import linear_probe
 from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, positive_int, register, source_of
-from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
+from pjepa.eval.sources import Source, feature_amp, labelled_splits, precision_name, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
 
@@ -46,6 +46,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
     result = {
         "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
         "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(), "layers": layers,
+        "feature_precision": None if source.baseline == "pixels" else precision_name(feature_amp(run, dev)),
         "epochs": epochs, "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
         "n_train": int(feats["bank"][0].shape[0]), "n_val": int(feats["val"][0].shape[0]),
         "n_eval": int(feats["eval"][0].shape[0]), "step": step, "chosen_on": "validation split",
