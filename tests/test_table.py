@@ -115,3 +115,20 @@ def test_the_validation_knn_has_its_own_column(tmp_path):
     assert row["knn"] == 40.5 and row["knn_val"] == 43.5 and row["n"] == 2
     assert "knn_val" in to_markdown([row]).splitlines()[0]
 
+
+
+def test_runs_group_by_the_precision_they_resolved_to_not_the_one_requested(tmp_path):
+    """A run from before ``train.precision=auto`` (config says bf16, trained on a CPU: fp32) and an ``auto`` run
+    that resolved to fp32 are one group; an ``auto`` run that resolved to bf16 is another."""
+    for name, seed, requested, stored in (("old", 0, "bf16", None), ("auto32", 1, "auto", "fp32"),
+                                          ("auto16", 2, "auto", "bf16")):
+        _run(tmp_path / name, "deterministic", seed, 40.0 + seed)
+        cfg = load_config(SMOKE, ["head.name=deterministic", f"train.seed={seed}", f"train.precision={requested}"])
+        (tmp_path / name / "config.yaml").write_text(dump_config(cfg))
+        info = {"device": "cpu"}
+        if stored:
+            info["precision"] = {"requested": requested, "name": stored, "reason": "test", "device_type": "cpu"}
+        (tmp_path / name / "run_info.json").write_text(json.dumps(info))
+    rows = table_rows([tmp_path / "old", tmp_path / "auto32", tmp_path / "auto16"])
+    assert [(r["n"], r["precision"]) for r in rows] == [(2, "fp32"), (1, "bf16")]
+    assert "precision" in to_markdown(rows).splitlines()[0]

@@ -32,7 +32,7 @@ from pjepa.eval.stats import ALPHA, welch_from_stats
 from pjepa.methods import METHODS
 from pjepa.runs import Run
 
-BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "wall_min"]
+BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 SCORES = ["knn", "knn_majority", "knn_val", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune",
           "nll", "point_cos", "sample_spread", "sample_s_per_1000"]
 COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
@@ -65,6 +65,15 @@ def _sweep_order(folder: Path) -> dict[str, int]:
         return {}
 
 
+def resolved_precision(run: Run) -> str:
+    """The precision the run trained in: what ``train.precision`` resolved to (run_info.json), or for a run
+    written before ``auto`` existed the old rule: fp32 on a CPU, the configured dtype on CUDA."""
+    record = run.precision
+    if record is not None:
+        return str(record["name"])
+    return "fp32" if str(run.info.get("device", "cpu")).startswith("cpu") else run.config.train.precision
+
+
 def _budget(run: Run) -> dict[str, Any]:
     cfg = run.config
     rows = [r for r in run.metrics() if "train/loss" in r]
@@ -73,7 +82,7 @@ def _budget(run: Run) -> dict[str, Any]:
     return {
         "method": cfg.method.name, "head": cfg.head.name if uses_head else "-",
         "epochs": round(last.get("epoch", 0.0), 2), "steps": last.get("step", 0),
-        "batch": cfg.optim.batch_size, "lr": cfg.optim.lr,
+        "batch": cfg.optim.batch_size, "lr": cfg.optim.lr, "precision": resolved_precision(run),
         "wall_min": round(last["wall_seconds"] / 60, 1) if "wall_seconds" in last else None,
     }
 
@@ -102,9 +111,12 @@ def _head_cells(res: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _key(run: Run, *drop: tuple[str, ...]) -> str:
-    """The run's config without its seed (and any ``drop``ped sections): equal keys = one group."""
+    """The run's config without its seed (and any ``drop``ped sections): equal keys = one group. The
+    requested ``train.precision`` is replaced by the resolved one: ``auto`` and a pre-``auto`` run that both
+    trained in fp32 on a CPU belong together, ``auto`` runs that resolved differently do not."""
     cfg = config_to_dict(run.config)
     cfg["train"].pop("seed")
+    cfg["train"]["precision"] = resolved_precision(run)
     for section, *keys in drop:
         target = cfg[section]
         for k in keys[:-1]:
