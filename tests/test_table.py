@@ -132,3 +132,14 @@ def test_runs_group_by_the_precision_they_resolved_to_not_the_one_requested(tmp_
     rows = table_rows([tmp_path / "old", tmp_path / "auto32", tmp_path / "auto16"])
     assert [(r["n"], r["precision"]) for r in rows] == [(2, "fp32"), (1, "bf16")]
     assert "precision" in to_markdown(rows).splitlines()[0]
+
+
+def test_a_baseline_rated_by_two_runs_of_one_seed_counts_once(tmp_path):
+    """Every run of a sweep rates the untrained encoder of its seed: two heads at seed 0 are one baseline value."""
+    for name, head, seed, untrained in (("a", "deterministic", 0, 28.0), ("b", "mdn", 0, 28.0), ("c", "mdn", 1, 30.0)):
+        _run(tmp_path / name, head, seed, 40.0)
+        (tmp_path / name / "eval" / "knn_random_init.json").write_text(
+            json.dumps({"top1_weighted": untrained, "top1_majority": untrained}))
+    rows = table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    base, = [r for r in rows if r["method"] == "baseline"]
+    assert base["n"] == 2 and base["seeds"] == "0,1" and base["knn"] == 29.0

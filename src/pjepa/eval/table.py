@@ -160,6 +160,8 @@ def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
             if any(v is not None for v in cells.values()):
                 # a baseline depends on the data and the encoder's architecture, not on the method trained
                 key = _key(run, ("method",), ("head",), ("mask",), ("optim",), ("train",), ("model", "predictor"))
+                if any(b["_key"] == name + key and b["seed"] == seed for b in baselines):
+                    continue  # another run of this sweep rated the same baseline (same data, ViT, seed): count it once
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
     out = _group(rows) + _group(baselines)
