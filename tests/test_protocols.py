@@ -181,7 +181,8 @@ def test_table_groups_runs_that_differ_only_in_seed(tiny_run, tmp_path):
     _copy_run(tiny_run, tmp_path / "a_s1", 1, 44.0)
     _copy_run(tiny_run, tmp_path / "b_s0", 0, 30.0, optim__lr=0.5)  # another config: its own row
     rows = table_rows([tmp_path / "a_s0", tmp_path / "a_s1", tmp_path / "b_s0"])
-    assert [r["n"] for r in rows] == [2, 1, 3]  # two groups, then one pixel-baseline row over all three runs
+    # two groups, then one pixel-baseline row: seeds 0 and 1 (a_s0 and b_s0 rate the same seed-0 baseline: once)
+    assert [r["n"] for r in rows] == [2, 1, 2]
     assert rows[0]["run"] == "a_s*" and rows[0]["knn"] == 42.0 and rows[0]["knn_std"] == pytest.approx(2 * 2**0.5) and rows[0]["seeds"] == "0,1"
     assert rows[1]["knn"] == 30.0 and rows[1]["knn_std"] is None
     assert rows[2]["run"] == "(raw pixels)" and rows[2]["knn"] == 50.0 and rows[2]["knn_std"] == 0.0

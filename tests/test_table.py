@@ -143,3 +143,11 @@ def test_a_baseline_rated_by_two_runs_of_one_seed_counts_once(tmp_path):
     rows = table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     base, = [r for r in rows if r["method"] == "baseline"]
     assert base["n"] == 2 and base["seeds"] == "0,1" and base["knn"] == 29.0
+
+
+def test_markdown_drops_columns_no_row_fills_and_csv_keeps_them(sweep):
+    rows = table_rows([sweep])
+    header = to_markdown(rows).splitlines()[0]
+    assert "| knn |" in header and "finetune" not in header and "lowshot_1" not in header
+    assert header.startswith("| run | n | seeds |") and header.endswith("| vs_best |")
+    assert "finetune" in to_csv(rows).splitlines()[0]

@@ -251,10 +251,18 @@ def cell(row: dict[str, Any], col: str) -> str:
     return _fmt(row.get(col)) + (f" ± {_fmt(std)}" if std is not None and col in SCORES else "")
 
 
+def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown table's columns: ``run``, ``n``, ``seeds``, ``vs_best`` and every other column some row
+    fills (a kNN-only table does not print empty low-shot, fine-tune and head columns; the CSV keeps all)."""
+    always = {"run", "n", "seeds", "vs_best"}
+    return [c for c in COLUMNS if c in always or any(r.get(c) not in (None, "") for r in rows)]
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     """The table, then one line stating the noise rule of ``vs_best`` (when a column could be compared)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in rows]
+    cols = shown_columns(rows)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
     col = noise_metric(rows)
     return "\n".join(lines) + "\n" + (f"\n{noise_rule(col)}\n" if col is not None else "")
 
