@@ -253,7 +253,8 @@ def sample_ode(denoise_fn: DenoiseFn, schedule: DiffusionSchedule, x: torch.Tens
         raise ConfigError(f"diffusion sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     abar = schedule.abar
     ts = sampling_timesteps(abar, steps, spacing)
-    lam = logsnr(abar.double()) if sampler == "dpmpp_2m" else None
+    # on the host, once: the per-step ratio r below is then plain arithmetic, not a device sync per step
+    lam = logsnr(abar.detach().double().cpu()) if sampler == "dpmpp_2m" else None
     prev_x0 = None
     for i, t in enumerate(ts):
         ab = abar[t]  # () tensor, abar's dtype
