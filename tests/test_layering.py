@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pjepa"
-BASE = {"config", "registry", "errors", "utils", "presets", "schedules", "__init__", "__main__"}
+BASE = {"config", "registry", "errors", "utils", "presets", "schedules", "profiling", "__init__", "__main__"}
 BLOCKS = {"data", "masking", "models", "heads"}
 ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "sweep", "cli"}
 FORBIDDEN: dict[str, set[str]] = {

@@ -10,6 +10,7 @@
     pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
     pjepa plot WHAT RUN_DIR... [--out DIR]   (figures: pjepa.viz.figures; into RUN/figures/ by default)
     pjepa report RUN_DIR... --out DIR [--title T] [--no-tensorboard]
+    pjepa bench --config FILE|PRESET [--precision fp32,bf16] [--steps N] [--json] [key=value ...]
     pjepa gen study --runs RUN_DIR... --out DIR [--preset cifar10_cpu] [--inception-weights FILE] [key=value ...]
 """
 
@@ -153,8 +154,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_report(sub)
     _add_gen(sub)
+    _add_bench(sub)
     sub.add_parser("presets", help="list the built-in presets (usable as --config NAME)")
     return parser
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from pjepa.eval.protocols.base import non_negative_int, positive_int
+
+    p = sub.add_parser("bench", help="time a configuration's training step: img/s, GFLOP/s against the matmul "
+                                     "peak, peak memory, the time of each part",
+                       description="Runs the configuration's real training step on synthetic images of its "
+                                   "resolution (--real-data: its dataset) in each precision and prints img/s, "
+                                   "GFLOP per image, achieved GFLOP/s and fraction_of_peak against the matmul peak "
+                                   "measured in the same run, peak memory and ms per part of the step.")
+    p.add_argument("--config", required=True, help="experiment YAML, or a preset name (see `pjepa presets`)")
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (default fp32,bf16)")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per precision (default 20)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--flop-steps", type=non_negative_int, default=2, help="steps under the FLOP counter (default 2)")
+    p.add_argument("--part-steps", type=non_negative_int, default=5, help="steps timed part by part (default 5)")
+    p.add_argument("--real-data", action="store_true", help="train on the configuration's dataset, not synthetic images")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.batch_size=64")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from pjepa.train.bench import format_bench, run_bench
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    result = run_bench(args.config, args.overrides, precisions, steps=args.steps, warmup=args.warmup,
+                       flop_steps=args.flop_steps, part_steps=args.part_steps, real_data=args.real_data)
+    print(json.dumps(result.to_dict(), indent=1) if args.json else format_bench(result))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -327,7 +361,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "table": cmd_table, "presets": cmd_presets,
+    "train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "sweep": cmd_sweep, "table": cmd_table, "presets": cmd_presets,
     "export": cmd_export, "import": cmd_import, "plot": cmd_plot, "report": cmd_report, "gen": cmd_gen,
 }
 
@@ -337,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
     args, extra = parser.parse_known_args(argv)
-    takes_overrides = args.command in ("train", "sweep", "gen")
+    takes_overrides = args.command in ("train", "sweep", "gen", "bench")
     unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

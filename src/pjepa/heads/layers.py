@@ -36,6 +36,13 @@ class ActNorm(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
         self.eps = eps
+        # A host-side copy of ``initialized`` once it is known to be True, so that training steps after the
+        # first never read the buffer back from the device; loading a state dict makes it unknown again.
+        self._known_initialized = False
+        self._register_load_state_dict_pre_hook(self._forget_initialized)
+
+    def _forget_initialized(self, *args: object, **kwargs: object) -> None:
+        self._known_initialized = False
 
     @torch.no_grad()
     def _init_from(self, x: torch.Tensor) -> None:
@@ -52,8 +59,10 @@ class ActNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(..., D) -> z (..., D), log|det dz/dx| (scalar, the same for every row)."""
-        if self.training and not bool(self.initialized):
-            self._init_from(x)
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):  # read back once per module (or per loaded state), not per step
+                self._init_from(x)
+            self._known_initialized = True
         z = (x - self.bias) * torch.exp(-self.log_scale)
         return z, -self.log_scale.sum()
 

@@ -55,8 +55,9 @@ class FineTune(Method):
     def training_step(self, batch: Batch) -> StepOutput:
         # Drop-path draws from the global RNG: seed it from the batch's noise generator (inside a fork, so the
         # caller's RNG is untouched) and the step stays a pure function of (weights, batch).
-        gen = batch.noise_generator
-        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+        # The generator's seed (host metadata) rather than a draw from it: a draw on a GPU generator would have
+        # to be read back, stalling the step. Mixed so the stream differs from the noise generator's own.
+        seed = (batch.noise_generator.initial_seed() * 0x9E3779B97F4A7C15 + 1) % 2**63
         with torch.random.fork_rng(devices=[batch.images.device] if batch.images.device.type == "cuda" else []):
             torch.manual_seed(seed)
             logits = self.logits(batch.images).float()

@@ -26,6 +26,7 @@ from pjepa.masking.ops import apply_masks
 from pjepa.methods.base import Batch, HeadMonitor, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk, VisionTransformer
+from pjepa.profiling import part
 
 
 def build_encoder(cfg: Config) -> VisionTransformer:
@@ -91,17 +92,22 @@ class IJEPA(Method):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Steps 1-4: conditions h (B, M*Nt, Dp), targets y (B, M*Nt, D), context z (B, Nc, D) and the
         masks ctx_idx (B, Nc), tgt_idx (B, M, Nt) on the images' device."""
-        masks = self.mask_sampler(images.shape[0], generator)
-        ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nc)
-        tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt)
-        y = self.targets(images, tgt_idx.flatten(1))  # (B, M*Nt, D)
-        z = self.encoder(images, ctx_idx)  # (B, Nc, D)
-        h = self.predictor(z, ctx_idx, tgt_idx)  # (B, M*Nt, Dp)
+        with part("masks"):
+            masks = self.mask_sampler(images.shape[0], generator)
+            ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nc)
+            tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt)
+        with part("target_encoder"):
+            y = self.targets(images, tgt_idx.flatten(1))  # (B, M*Nt, D)
+        with part("context_encoder"):
+            z = self.encoder(images, ctx_idx)  # (B, Nc, D)
+        with part("predictor"):
+            h = self.predictor(z, ctx_idx, tgt_idx)  # (B, M*Nt, Dp)
         return h, y, z, ctx_idx, tgt_idx
 
     def training_step(self, batch: Batch) -> StepOutput:
         h, y, z, _, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
-        loss, diag = self.head.loss(h, y, batch.noise_generator)
+        with part("head"):
+            loss, diag = self.head.loss(h, y, batch.noise_generator)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
         if self.var_weight or self.cov_weight:
             flat = z.float().flatten(0, 1)  # (B*Nc, D)

@@ -27,6 +27,7 @@ from pjepa.methods.base import Batch, Method, Monitors, StepOutput
 from pjepa.methods.ijepa import build_encoder
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk
+from pjepa.profiling import part
 
 LOSSES = ("mse", "l1")
 
@@ -75,13 +76,17 @@ class MAE(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         images = batch.images
-        masks = self.mask_sampler(images.shape[0], batch.mask_generator)
-        ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nkeep)
-        tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt); random: M = 1
-        z = self.encoder(images, ctx_idx)  # (B, Nkeep, D)
-        pred = self.pixel_proj(self.decoder(z, ctx_idx, tgt_idx)).float()  # (B, M*Nt, p*p*3)
-        target = pixel_targets(images.float(), self.patch_size, tgt_idx.flatten(1), self.norm_pix)
-        loss = F.mse_loss(pred, target) if self.loss_name == "mse" else F.l1_loss(pred, target)
+        with part("masks"):
+            masks = self.mask_sampler(images.shape[0], batch.mask_generator)
+            ctx_idx = masks.ctx_idx.to(images.device, non_blocking=True)  # (B, Nkeep)
+            tgt_idx = masks.tgt_idx.to(images.device, non_blocking=True)  # (B, M, Nt); random: M = 1
+        with part("context_encoder"):
+            z = self.encoder(images, ctx_idx)  # (B, Nkeep, D)
+        with part("decoder"):
+            pred = self.pixel_proj(self.decoder(z, ctx_idx, tgt_idx)).float()  # (B, M*Nt, p*p*3)
+        with part("loss"):
+            target = pixel_targets(images.float(), self.patch_size, tgt_idx.flatten(1), self.norm_pix)
+            loss = F.mse_loss(pred, target) if self.loss_name == "mse" else F.l1_loss(pred, target)
         metrics = {"mask/num_context": float(ctx_idx.shape[1]),
                    "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2]),
                    "collapse/context_std": z.detach().float().mean(dim=1).std(dim=0).mean()}

@@ -33,6 +33,7 @@ from pjepa.methods.base import Batch, HeadMonitor, Metrics, Monitors, StepOutput
 from pjepa.methods.ijepa import IJEPA, build_predictor, effective_rank
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk
+from pjepa.profiling import part
 
 
 def edm_sigma(shape: tuple[int, ...], p_mean: float, p_std: float, generator: torch.Generator,
@@ -123,15 +124,18 @@ class NJEPA(IJEPA):
     def training_step(self, batch: Batch) -> StepOutput:
         w_ct, w_nt, w_nc = self.weights
         h, y, z, ctx_idx, tgt_idx = self.head_inputs(batch.images, batch.mask_generator)
-        loss_ct, diag = self.head.loss(h, y, batch.noise_generator)
+        with part("head"):
+            loss_ct, diag = self.head.loss(h, y, batch.noise_generator)
         metrics: Metrics = {f"head/{k}": v for k, v in diag.items()}
         loss = w_ct * loss_ct
         metrics["loss/ct"] = loss_ct.detach()
         if w_nt > 0 or w_nc > 0:
-            h_noisy, sigma = self.noisy_conditions(z, ctx_idx, tgt_idx, batch.noise_generator)
+            with part("noisy_predictor"):
+                h_noisy, sigma = self.noisy_conditions(z, ctx_idx, tgt_idx, batch.noise_generator)
             _, noisy_head, _ = self.noisy_branch()
-            loss_nt, _ = noisy_head.loss(h_noisy, y, batch.noise_generator)
-            loss_nc = self.denoise_loss(h, h_noisy, noisy_head)
+            with part("noisy_head"):
+                loss_nt, _ = noisy_head.loss(h_noisy, y, batch.noise_generator)
+                loss_nc = self.denoise_loss(h, h_noisy, noisy_head)
             loss = loss + w_nt * loss_nt + w_nc * loss_nc
             metrics.update({"loss/nt": loss_nt.detach(), "loss/nc": loss_nc.detach(),
                             "noise/sigma_mean": sigma.mean().detach()})

@@ -36,6 +36,7 @@ from pjepa.data import channel_stats, splits_for
 from pjepa.errors import ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
+from pjepa.profiling import part
 from pjepa.runs import MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
@@ -220,17 +221,23 @@ class Trainer:
     def train_step(self, step: int, diagnostics: bool = False) -> tuple[Batch, StepOutput, dict[str, float]]:
         """Train step ``step``: (its batch, the method's output with lr/grad-norm metrics added, schedules)."""
         sched = apply_schedules(self.optimizer, self.cfg, step, self.total, self.warmup, self.peak_lr)
-        batch = self.batches(step, diagnostics)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out: StepOutput = self.model(batch)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        clip = self.cfg.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip if clip > 0 else math.inf)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        ema_update(*self.method.ema_pairs(), sched["ema"])
+        with part("augment"):
+            batch = self.batches(step, diagnostics)
+        # ``part``s name where the time goes for `pjepa bench`; they cost nothing when no timer is active
+        with part("forward"), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                             enabled=self.amp_dtype is not None):
+            out: StepOutput = self.model(batch)  # the method's own parts inside (encoders, predictor, head)
+        with part("backward"):
+            self.scaler.scale(out.loss).backward()
+        with part("optimizer"):
+            self.scaler.unscale_(self.optimizer)
+            clip = self.cfg.optim.grad_clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(self._params, clip if clip > 0 else math.inf)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        with part("ema"):
+            ema_update(*self.method.ema_pairs(), sched["ema"])
         out.metrics.update({"train/loss": out.loss.detach().float(), "train/grad_norm": grad_norm.detach()})
         return batch, out, sched
 

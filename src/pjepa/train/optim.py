@@ -14,9 +14,11 @@ from pjepa.train.distributed import broadcast_flag, is_distributed
 
 
 def build_optimizer(cfg: Config, method: Method, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the method's parameter groups (fused on GPU)."""
+    """AdamW over the method's parameter groups, fused (one kernel for all parameters, on the CPU too): the
+    unfused CPU path reads every parameter's step counter back with ``.item()``; the fused one keeps it on
+    the device, and with a GradScaler it also skips the inf check's read-back."""
     return torch.optim.AdamW(method.param_groups(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                             fused=device.type == "cuda")
+                             fused=device.type in ("cuda", "cpu"))
 
 
 def apply_schedules(optimizer: torch.optim.Optimizer, cfg: Config, step: int, total: int, warmup: int,

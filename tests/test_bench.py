@@ -1,0 +1,133 @@
+"""`pjepa bench` and its parts: exclusive part timing, FLOP counting (CPU attention included), the
+matmul peak, and the bench run end to end on the tiny configuration."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY, run_cli
+from pjepa.errors import ConfigError
+from pjepa.profiling import PartTimer, count_flops, matmul_peak, part
+
+
+class FakeClock:
+    """Each call returns the next of the given instants."""
+
+    def __init__(self, *ticks: float) -> None:
+        self.ticks = list(ticks)
+
+    def __call__(self) -> float:
+        return self.ticks.pop(0)
+
+
+def test_parts_are_exclusive_worked_example():
+    """outer 0..10 with inner 2..7 inside: outer 5 s, inner 5 s; a second inner visit adds up."""
+    syncs = []
+    with PartTimer(sync=lambda: syncs.append(1), clock=FakeClock(0, 2, 7, 8, 9, 10)) as timer:
+        with part("outer"):
+            with part("inner"):
+                pass
+            with part("inner"):
+                pass
+    assert timer.seconds == {"outer": 0 - 0 + 2 + (8 - 7) + (10 - 9), "inner": 5 + 1}
+    assert list(timer.seconds) == ["outer", "inner"]  # the order parts first ran
+    assert len(syncs) == 6  # one per boundary
+
+
+def test_part_is_free_without_a_timer():
+    calls = []
+    with part("anything"):
+        calls.append(1)
+    assert calls == [1]
+    with PartTimer() as timer:
+        pass
+    with part("after"):  # the timer is gone: nothing recorded
+        pass
+    assert timer.seconds == {}
+
+
+def test_a_part_that_raises_is_still_closed():
+    with PartTimer(clock=FakeClock(0, 1, 3, 4)) as timer:
+        with part("outer"):
+            with pytest.raises(ValueError):
+                with part("inner"):
+                    raise ValueError
+    assert timer.seconds == {"outer": 1 + 1, "inner": 2}
+
+
+def test_two_timers_at_once_are_refused():
+    with PartTimer():
+        with pytest.raises(RuntimeError, match="already active"):
+            with PartTimer():
+                pass
+
+
+def test_count_flops_linear_forward_backward():
+    """y = x W^T: forward 2*B*I*O; backward dX and dW, 2*B*I*O each."""
+    B, I, O = 8, 16, 4
+    layer = torch.nn.Linear(I, O, bias=False)
+    x = torch.randn(B, I, requires_grad=True)
+    flops, _ = count_flops(lambda: layer(x).sum().backward())
+    assert flops == 3 * 2 * B * I * O
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_count_flops_sees_cpu_attention(masked):
+    """The CPU's fused attention kernel, which the stock counter reads as 0: QK^T and AV forward
+    (2 matmuls of 2*B*H*N*N*d); backward 5 (the fused kernel recomputes QK^T, then dV, dP, dQ, dK)."""
+    B, H, N, d = 2, 3, 10, 8
+    q = torch.randn(B, H, N, d, requires_grad=True)
+    mask = torch.ones(N, N, dtype=torch.bool) if masked else None
+    fwd, _ = count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=mask))
+    assert fwd == 2 * (2 * B * H * N * N * d)
+    both, _ = count_flops(lambda: F.scaled_dot_product_attention(q, q, q, attn_mask=mask).sum().backward())
+    assert both == fwd + 5 * (2 * B * H * N * N * d)
+
+
+def test_matmul_peak_is_a_rate(one_thread):
+    peak = matmul_peak(torch.device("cpu"), torch.float32, n=128, seconds=0.01)
+    assert math.isfinite(peak) and peak > 0.01
+
+
+def test_bench_tiny_end_to_end(one_thread):
+    from pjepa.train.bench import format_bench, run_bench
+
+    overrides = [o for o in TINY if not o.startswith(("data.options", "train.max_steps"))]
+    r = run_bench("smoke", overrides, ["fp32"], steps=2, warmup=1, flop_steps=1, part_steps=1, progress=False)
+    (x,) = r.results
+    assert r.batch_size == 16 and r.image_size == 24 and r.data == "synthetic 24 px"
+    assert set(r.matmul_peak_gflops) >= {"fp32", "bf16"} and "auto ->" in r.auto
+    assert x.images_per_s > 0 and x.ms_per_step > 0 and x.peak_memory_mib > 0
+    # forward + backward arithmetic of the tiny model: more than its encoder's forward alone on 36 tokens
+    assert x.gflop_per_image > 3 * 2 * 36 * 2 * (12 * 32 * 32) / 1e9
+    assert x.fraction_of_peak == pytest.approx(x.achieved_gflops / x.peak_gflops)
+    assert 0 < x.context_tokens < 36 and 0 < x.target_tokens < 36
+    assert {"augment", "masks", "target_encoder", "context_encoder", "predictor", "head", "backward",
+            "optimizer", "ema"} <= set(x.parts_ms)
+    assert all(v >= 0 for v in x.parts_ms.values())
+    json.dumps(r.to_dict())  # --json can print it
+    table = format_bench(r)
+    assert "fraction_of_peak" in table and "target_encoder" in table
+
+
+def test_bench_rejects_a_bad_precision():
+    from pjepa.train.bench import run_bench
+
+    with pytest.raises(ConfigError, match="fp64.*choose from fp32, bf16, fp16"):
+        run_bench("smoke", [], ["fp64"])
+
+
+def test_bench_cli_json_and_a_typo():
+    overrides = [o for o in TINY if not o.startswith(("data.options", "train.max_steps"))]
+    ok = run_cli("bench", "--config", "smoke", "--precision", "fp32", "--steps", "1", "--warmup", "0",
+                 "--flop-steps", "1", "--part-steps", "1", "--json", *overrides)
+    assert ok.returncode == 0, ok.stderr
+    out = json.loads(ok.stdout)
+    assert out["results"][0]["precision"] == "fp32" and out["results"][0]["gflop_per_image"] > 0
+    bad = run_cli("bench", "--config", "smoke", "--precision", "fp33")
+    assert bad.returncode == 2 and "fp33" in bad.stderr and "choose from" in bad.stderr
