@@ -95,3 +95,30 @@ def test_official_init_scheme_truncnormal_patch_embedding_and_depth_scaled_predi
 def test_unknown_init_scheme_is_named():
     with pytest.raises(ValueError, match="model.init_scheme='timm'"):
         VisionTransformer(32, 4, 64, 1, 2, init_scheme="timm")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_bf16_attention_matches_the_fused_kernel(masked):
+    """models.vit.attention: fp32 is the fused kernel itself; bf16 on a CPU (plain matmuls, fp32 softmax)
+    agrees with the fp32 kernel on outputs and gradients to bf16 accuracy, mask included."""
+    import torch.nn.functional as F
+
+    from pjepa.masking.ops import block_attention_mask
+    from pjepa.models.vit import attention
+
+    g = torch.Generator().manual_seed(0)
+    B, H, L, d = 3, 2, 10, 16
+    q, k, v = (torch.randn(B, H, L, d, generator=g) for _ in range(3))
+    mask = block_attention_mask(4, 2, 3) if masked else None  # (10, 10): 4 context, 2 blocks of 3
+    ref = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    out_ref = F.scaled_dot_product_attention(*ref, attn_mask=mask)
+    assert torch.equal(attention(*ref, mask), out_ref)  # fp32: the same kernel
+    low = [t.to(torch.bfloat16).requires_grad_(True) for t in (q, k, v)]
+    out = attention(*low, mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), out_ref, atol=3e-2, rtol=3e-2)
+    grad = torch.randn(B, H, L, d, generator=g)
+    out_ref.backward(grad)
+    out.backward(grad.to(torch.bfloat16))
+    for a, b in zip(low, ref):
+        torch.testing.assert_close(a.grad.float(), b.grad, atol=6e-2, rtol=6e-2)

@@ -15,6 +15,24 @@ from pjepa.masking.ops import apply_masks
 from pjepa.models.pos_embed import sincos_2d
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) [masked]) v: (B, h, L, d) x3, mask (L, L) / (B, 1, L, L) bool (True = attend)
+    -> (B, h, L, d).
+
+    ``F.scaled_dot_product_attention`` everywhere except on a CPU in reduced precision (bf16 autocast):
+    there the fused kernel's backward runs 3-6x slower than in fp32, which cancels bf16's gain
+    (BENCHMARKS.md, "CPU attention in bf16"). The scores are then formed with plain bf16 matmuls and the
+    softmax taken in fp32, as the fused kernel accumulates it.
+    """
+    if q.device.type != "cpu" or q.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    scores = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).float()  # (B, h, L, L)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -28,7 +46,7 @@ class Attention(nn.Module):
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = attention(q, k, v, attn_mask)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 

@@ -51,6 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pjepa.errors import ConfigError
+from pjepa.models.vit import attention
 from pjepa.runs.state_io import atomic_write_bytes
 
 #: Choose bf16 on a CPU only when its probe ratio (fp32 time / bf16 time) is at least this.
@@ -61,7 +62,7 @@ PROBE_TOKENS = 64  # tokens per sequence (a 32 px image at patch 4, a 64 px imag
 PROBE_ROUNDS = 3  # at least this many alternating fp32 / bf16 pairs
 PROBE_SECONDS = 1.0  # more pairs (up to 3 x PROBE_ROUNDS) while the probe has taken less than this
 ROUND_SECONDS = 0.01  # each round repeats the step for about this long
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the probe block attends through models.vit.attention (bf16 on CPU without the fused kernel)
 NAMES = ("fp32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert")
@@ -144,7 +145,7 @@ class ProbeBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, k)
         B, N, k = x.shape
         q, key, v = self.qkv(self.norm1(x)).view(B, N, 3, self.heads, k // self.heads).permute(2, 0, 3, 1, 4)
-        x = x + self.proj(F.scaled_dot_product_attention(q, key, v).transpose(1, 2).reshape(B, N, k))
+        x = x + self.proj(attention(q, key, v).transpose(1, 2).reshape(B, N, k))  # the encoder's own attention
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
