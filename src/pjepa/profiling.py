@@ -122,13 +122,14 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, Any]:
 # -- the yardstick
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int | None = None, seconds: float = 0.3) -> float:
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int | None = None, seconds: float = 1.0) -> float:
     """GFLOP/s of the best of repeated n x n @ n x n matmuls in ``dtype`` on ``device``.
 
-    n defaults to 1024 on a CPU (large enough for the blocked kernels to reach their rate, small enough to
-    measure in a fraction of a second on 2 cores) and 8192 on a GPU. Uses the threads torch is set to.
+    n defaults to 2048 on a CPU (at 1024 a 2-thread fp32 matmul read below what a training step reached:
+    a fraction of peak above 1) and 8192 on a GPU; the best of about ``seconds`` of repeats, since a
+    shared machine only ever slows a matmul down. Uses the threads torch is set to.
     """
-    n = n or (8192 if device.type == "cuda" else 1024)
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
