@@ -62,7 +62,7 @@ def fake_cuda(monkeypatch, bf16: bool) -> None:
 # -- the resolution table
 
 
-@pytest.mark.parametrize("ratio, name", [(3.0, "bf16"), (1.6, "bf16"), (1.59, "fp32"), (0.6, "fp32"), (None, "fp32")])
+@pytest.mark.parametrize("ratio, name", [(3.0, "bf16"), (1.3, "bf16"), (1.29, "fp32"), (0.6, "fp32"), (None, "fp32")])
 def test_auto_on_cpu_follows_the_probe_ratio(probe, ratio, name):
     probe.ratio = ratio
     p = resolve_precision("auto", CPU, width=128, threads=2)

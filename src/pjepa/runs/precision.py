@@ -6,20 +6,23 @@ the configuration's shape: one forward + backward of a ViT block of the encoder'
 n = 4 k) over m = 1,024 token rows (16 sequences of 64 tokens), in fp32 and under bf16 autocast.
 
 Why a block and not one matmul: on the Zen 4 a bare ``a @ b`` ran 1.6-3.4x faster in bf16 at widths 128
-and 384 alike, yet a training step of the CIFAR-10 CPU preset (width 128) ran at 0.72-0.92x in bf16 and
-one of the reference preset (width 384) at 1.34-1.74x: the casts autocast adds, layer norms, attention,
-GELU, a narrow predictor (and the optimiser, EMA and augmentation, which stay fp32) eat a small model's
-gain. The block probe separates the two, though it overstates a step's gain: 1.2-1.5x at width 128 and
-1.6-2.0x at width 384 (one thread, busy machine; ``BENCHMARKS.md``). So bf16 needs a clear margin,
-``ratio >= BF16_MIN_RATIO`` = 1.6, between the two clusters; fp32 otherwise. The ratio is the median of
-alternating fp32 / bf16 rounds (CPU time with one thread, so other processes on the core do not count).
-A probe near the threshold can go either way on a busy machine: the cache keeps the first answer, and
-an explicit ``train.precision`` decides for certain.
+and 384 alike, while a training step gains less: the casts autocast adds, layer norms, GELU, a narrow
+predictor (and the optimiser, EMA and augmentation, which stay fp32) eat part of a small model's gain,
+and attention can lose outright (the CPU's fused attention kernel ran its bf16 backward 3-6x slower
+than fp32, which made the CIFAR-10 CPU step 0.72-0.92x in bf16 until ``models.vit.attention`` stopped
+using it there). The probe block attends through that same function, so it sees what the step sees:
+with it the probe read 1.56x at 2 quiet threads and 1.74-1.96x at 1 thread for width 128, where the
+step ran 1.56-1.73x and 1.72x (``BENCHMARKS.md``, CPU step speed). bf16 needs a clear margin,
+``ratio >= BF16_MIN_RATIO`` = 1.3, for what the block leaves out; fp32 otherwise (an Intel Xeon without
+AMX, bf16 matmul 0.6x, stays far below). The ratio is the median of alternating fp32 / bf16 rounds (CPU
+time with one thread, so other processes on the core do not count). A probe near the threshold can go
+either way on a busy machine: the cache keeps the first answer, and an explicit ``train.precision``
+decides for certain.
 
 The rule, for ``resolve_precision(requested, device, width, threads)``:
 
     requested   CUDA                                   CPU
-    auto        bf16 if torch.cuda.is_bf16_supported() bf16 if probe ratio >= 1.6 (and bf16 matmul runs)
+    auto        bf16 if torch.cuda.is_bf16_supported() bf16 if probe ratio >= 1.3 (and bf16 matmul runs)
                 else fp16 (with a GradScaler)          else fp32
     fp32        fp32                                   fp32
     bf16        bf16 autocast                          bf16 autocast (explicit: honoured, not probed)
@@ -55,7 +58,7 @@ from pjepa.models.vit import attention
 from pjepa.runs.state_io import atomic_write_bytes
 
 #: Choose bf16 on a CPU only when its probe ratio (fp32 time / bf16 time) is at least this.
-BF16_MIN_RATIO = 1.6
+BF16_MIN_RATIO = 1.3
 #: Token rows of the probe block (a realistic batch has several thousand; 1,024 keeps the probe short).
 PROBE_ROWS = 1024
 PROBE_TOKENS = 64  # tokens per sequence (a 32 px image at patch 4, a 64 px image at patch 8)
