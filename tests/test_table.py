@@ -134,6 +134,22 @@ def test_runs_group_by_the_precision_they_resolved_to_not_the_one_requested(tmp_
     assert "precision" in to_markdown(rows).splitlines()[0]
 
 
+def test_a_run_older_than_a_plugin_option_groups_with_one_that_spells_out_its_default(tmp_path):
+    """mask.options.size_rule came later: a config without it trained with its default ('pjepa'), so it
+    groups with a run whose config names that default, and not with one that chose 'official'."""
+    import yaml
+
+    for name, seed, rule in (("old", 0, None), ("new", 1, "pjepa"), ("other", 2, "official")):
+        _run(tmp_path / name, "deterministic", seed, 40.0 + seed)
+        raw = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+        raw["mask"]["options"].pop("size_rule", None)
+        if rule:
+            raw["mask"]["options"]["size_rule"] = rule
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(raw))
+    rows = table_rows([tmp_path / "old", tmp_path / "new", tmp_path / "other"])
+    assert [(r["n"], r["seeds"]) for r in rows] == [(2, "0,1"), (1, "2")]
+
+
 def test_a_baseline_rated_by_two_runs_of_one_seed_counts_once(tmp_path):
     """Every run of a sweep rates the untrained encoder of its seed: two heads at seed 0 are one baseline value."""
     for name, head, seed, untrained in (("a", "deterministic", 0, 28.0), ("b", "mdn", 0, 28.0), ("c", "mdn", 1, 30.0)):

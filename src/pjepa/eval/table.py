@@ -19,6 +19,7 @@ for every pair of rows.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -27,7 +28,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from pjepa.config import config_to_dict
+from pjepa.checks import check_config
+from pjepa.config import Config, config_to_dict
+from pjepa.errors import PJepaError
 from pjepa.eval.stats import ALPHA, welch_from_stats
 from pjepa.methods import METHODS
 from pjepa.runs import Run
@@ -110,11 +113,22 @@ def _head_cells(res: dict[str, Any] | None) -> dict[str, Any]:
             "sample_s_per_1000": res.get("sample_seconds_per_1000")}
 
 
+def _completed(run: Run) -> Config:
+    """The run's config with every plug-in's options completed by its defaults, as training saw them: a run
+    written before an option existed (no ``mask.options.size_rule``) groups with one that spells out the
+    default. A config today's checks refuse is compared as written."""
+    cfg = run.config
+    try:
+        return check_config(copy.deepcopy(cfg), build=False)
+    except PJepaError:
+        return cfg
+
+
 def _key(run: Run, *drop: tuple[str, ...]) -> str:
     """The run's config without its seed (and any ``drop``ped sections): equal keys = one group. The
     requested ``train.precision`` is replaced by the resolved one: ``auto`` and a pre-``auto`` run that both
     trained in fp32 on a CPU belong together, ``auto`` runs that resolved differently do not."""
-    cfg = config_to_dict(run.config)
+    cfg = config_to_dict(_completed(run))
     cfg["train"].pop("seed")
     cfg["train"]["precision"] = resolved_precision(run)
     for section, *keys in drop:
