@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from pjepa.eval.knn import knn_evaluate
+from pjepa.eval.knn import knn_evaluate, whiten
 from pjepa.eval.sources import Source, split_features
 from pjepa.runs import Run
 
@@ -22,19 +22,16 @@ TREATMENTS = ("raw", "center", "std", "white")
 
 
 def treat(bank: torch.Tensor, query: torch.Tensor, how: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, F), (M, F) -> the same, transformed by statistics of ``bank`` only."""
+    """(N, F), (M, F) -> the same, transformed by statistics of ``bank`` only ("white": ``pjepa eval knn --whiten``)."""
     if how == "raw":
         return bank, query
+    if how == "white":
+        return whiten(bank, query)
     mu = bank.mean(0)
     if how == "center":
         return bank - mu, query - mu
-    if how == "std":
-        sd = bank.std(0).clamp_min(1e-6)
-        return (bank - mu) / sd, (query - mu) / sd
-    x = bank - mu
-    e, v = torch.linalg.eigh(x.T @ x / len(x))
-    w = v / (e.clamp_min(0) + 1e-3 * e.max()).sqrt()  # (F, F)
-    return x @ w, (query - mu) @ w
+    sd = bank.std(0).clamp_min(1e-6)
+    return (bank - mu) / sd, (query - mu) / sd
 
 
 def main() -> None:

@@ -105,6 +105,16 @@ def test_pixel_and_random_init_baselines_have_their_own_files(tiny_run, one_thre
     assert (tiny_run / "eval" / "linear_random_init.json").exists()
 
 
+def test_whitened_knn_has_its_own_files_for_the_encoder_and_the_baselines(tiny_run, one_thread):
+    for extra in ([], ["--pixels"], ["--random-init"], ["--split", "val"]):
+        assert main(["eval", "knn", "--run", str(tiny_run), "--whiten", *extra]) == 0
+    for stem in ("knn_white", "knn_pixels_white", "knn_random_init_white", "knn_val_white"):
+        r = json.loads((tiny_run / "eval" / f"{stem}.json").read_text())
+        assert r["features"].startswith("PCA-whitened") and 0 <= r["top1"] <= 100
+    raw = json.loads((tiny_run / "eval" / "knn.json").read_text()) if (tiny_run / "eval" / "knn.json").exists() else None
+    assert raw is None or raw.get("features", "raw") == "raw"  # the unwhitened result is a different file
+
+
 def test_finetune_protocol_trains_and_labels_from_scratch(tiny_run, one_thread):
     assert main(["eval", "finetune", "--run", str(tiny_run), "--epochs", "1", "--batch-size", "32"]) == 0
     r = json.loads((tiny_run / "eval" / "finetune.json").read_text())

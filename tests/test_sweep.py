@@ -204,6 +204,11 @@ def test_a_job_trains_with_auto_resume_then_evaluates(tmp_path):
     val = dict(point_jobs(plan, ("knn_val",))[0].eval_commands())  # choices read the validation split
     assert val["knn_val"][3:] == ["eval", "knn", "--run", str(tmp_path / "s" / "head.name-deterministic"),
                                   "--split", "val"]
+    white = dict(point_jobs(plan, ("knn", "knn_white"), baselines=True)[0].eval_commands())
+    assert list(white) == ["knn", "knn_white", "knn_random_init", "knn_pixels", "knn_random_init_white",
+                           "knn_pixels_white"]  # whitened kNN: its baselines whitened too
+    assert white["knn_pixels_white"][3:] == ["eval", "knn", "--run", str(tmp_path / "s" / "head.name-deterministic"),
+                                             "--pixels", "--whiten"]
     again = pickle.loads(pickle.dumps(SweepJob(job)))
     assert again.job == job and again.job.train_command() == job.train_command()
     params = SlurmOptions(partition="gpu", time_min=60, gpus=2, cpus=4).parameters()

@@ -275,6 +275,25 @@ def knn_accuracy(
     )[vote]
 
 
+WHITEN_FLOOR = 1e-3
+
+
+def whiten(bank: torch.Tensor, queries: torch.Tensor, floor: float = WHITEN_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA-whiten (N, F) bank and (M, F) query features with statistics of the bank only.
+
+    x -> (x - mean) V diag(1 / sqrt(max(e, 0) + floor * e_max)): the bank's covariance becomes nearly the
+    identity, so cosine kNN weighs every direction of variation alike instead of the few largest (the
+    floor keeps directions without variance from being blown up). Computed in float64 (an F x F
+    eigendecomposition: F = 3,072 for 32 px pixels), returned in float32.
+    """
+    x = bank.double()
+    mean = x.mean(dim=0)
+    x = x - mean
+    e, v = torch.linalg.eigh(x.T @ x / len(x))  # (F,), (F, F)
+    w = v / (e.clamp_min(0) + floor * e.max()).sqrt()  # (F, F)
+    return (x @ w).float(), ((queries.double() - mean) @ w).float()
+
+
 def require_labels(ds: ImageDataset, key: str) -> None:
     """A kNN bank or query split must be labelled (STL-10 'unlabeled' is not); ``key`` names the option."""
     if len(ds) == 0 or bool((ds.labels < 0).any()):

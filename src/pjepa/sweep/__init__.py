@@ -23,7 +23,7 @@ from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid, split
 from pjepa.sweep.plan import SweepPlan, plan_sweep, settle_sweep_dir
 from pjepa.sweep.runner import Outcome, PointJob, run_local, run_point
 from pjepa.sweep.slurm import SlurmOptions, submit_jobs
-from pjepa.sweep.state import VALIDATION_EVALS, baseline_evals
+from pjepa.sweep.state import DERIVED_EVALS, baseline_evals
 
 __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "SweepPlan", "grid_points", "parse_grid",
            "plan_sweep", "point_jobs", "run_local", "run_point", "run_sweep", "settle_sweep_dir", "split_top_level",
@@ -34,11 +34,12 @@ def check_protocols(names: list[str]) -> tuple[str, ...]:
     """The evaluation protocols asked for, checked against the registry (a typo fails before training)."""
     from pjepa.eval.protocols import PROTOCOLS
 
-    known = [*PROTOCOLS.names(), *VALIDATION_EVALS]
+    known = [*PROTOCOLS.names(), *DERIVED_EVALS]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"--eval {','.join(names)}: unknown protocol {unknown[0]!r} "
-                          f"(protocols: {', '.join(known)}; knn_val = kNN on the validation split)")
+                          f"(protocols: {', '.join(known)}; knn_val = kNN on the validation split, "
+                          "knn_white = kNN on whitened features)")
     return tuple(dict.fromkeys(names))
 
 

@@ -26,17 +26,25 @@ from pjepa.runs.checkpoint import MODEL_FILE
 
 DONE_FILE = "sweep_done.json"
 #: Protocols that also rate the untrained encoder and raw pixels under ``--baselines`` (kNN always).
-BASELINE_PROTOCOLS = ("knn", "linear")
+BASELINE_PROTOCOLS = ("knn", "knn_white", "linear")
 BASELINES = (("random_init", "--random-init"), ("pixels", "--pixels"))
-#: Evaluations on the validation split, for choices: ``--eval knn_val`` runs ``pjepa eval knn --split val``
-#: (result ``eval/knn_val.json``). The name is the result's file stem, as for every protocol.
-VALIDATION_EVALS = {"knn_val": ("knn", "--split", "val")}
+#: Variants of a protocol under their result's file stem: ``--eval knn_val`` runs ``pjepa eval knn --split val``
+#: (result ``eval/knn_val.json``: the validation split, for choices); ``knn_white`` whitens the features
+#: (``eval/knn_white.json``), ``knn_val_white`` both.
+DERIVED_EVALS = {"knn_val": ("knn", "--split", "val"), "knn_white": ("knn", "--whiten"),
+                 "knn_val_white": ("knn", "--split", "val", "--whiten")}
 
 
 def baseline_evals(protocols: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """(result file stem, protocol arguments) of the baselines: kNN, and the linear probe when it is asked for."""
+    """(result file stem, protocol arguments) of the baselines: kNN, and whitened kNN and the linear probe
+    when they are asked for. Stems follow ``pjepa eval``'s file names (``knn_pixels_white``)."""
     chosen = [p for p in BASELINE_PROTOCOLS if p == "knn" or p in protocols]
-    return [(f"{p}_{name}", (p, flag)) for p in chosen for name, flag in BASELINES]
+    jobs = []
+    for p in chosen:
+        protocol, *extra = DERIVED_EVALS.get(p, (p,))
+        for name, flag in BASELINES:
+            jobs.append((p.replace(protocol, f"{protocol}_{name}", 1), (protocol, flag, *extra)))
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,7 @@ def eval_commands(run_dir: Path, protocols: tuple[str, ...] | list[str],
     probe, when asked for) of the untrained encoder and of raw pixels."""
     jobs = []
     for name in protocols:
-        protocol, *extra = VALIDATION_EVALS.get(name, (name,))
+        protocol, *extra = DERIVED_EVALS.get(name, (name,))
         jobs.append((name, pjepa_command("eval", protocol, "--run", str(run_dir), *extra)))
     if baselines:
         jobs += [(stem, pjepa_command("eval", *args[:1], "--run", str(run_dir), *args[1:]))

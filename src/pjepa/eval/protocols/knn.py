@@ -22,7 +22,7 @@ import torch
 from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
-from pjepa.eval.knn import knn_evaluate, require_labels
+from pjepa.eval.knn import WHITEN_FLOOR, knn_evaluate, require_labels, whiten as whiten_features
 from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, non_negative_int, positive_int,
                                        register, source_of)
 from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
@@ -76,8 +76,9 @@ def evaluate_knn(
     layers: int = 1,
     progress: bool = True,
     weights: str | Path | None = None,
+    whiten: bool = False,
 ) -> dict[str, Any]:
-    """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_context][_val][_lastN].json``.
+    """Run the kNN protocol on ``run_dir`` and write ``eval/knn[_<baseline>][_context][_val][_lastN][_white].json``.
 
     Args:
         encoder: "target" (EMA teacher, default) or "context".
@@ -87,6 +88,8 @@ def evaluate_knn(
         split: "eval" (the reported split, ``data.eval_split``) or "val" (the validation split).
         layers: mean-pooled features of the last ``layers`` layers, concatenated.
         weights: rate this encoder file (``pjepa export`` / ``import``) on the run's data instead.
+        whiten: PCA-whiten bank and queries with the bank's statistics first (``eval.knn.whiten``); the
+            same treatment applies to the baselines, so compare whitened numbers with whitened ones.
     """
     source = Source(encoder, checkpoint, baseline, Path(weights) if weights is not None else None)
     if split not in ("eval", "val"):
@@ -114,6 +117,8 @@ def evaluate_knn(
         if feats is None:
             feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         which = encoder
+    if whiten:
+        feats = list(whiten_features(feats[0].float(), feats[1].float()))
     votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
                          k=cfg.eval.k, temperature=cfg.eval.temperature)
     result = {
@@ -122,6 +127,7 @@ def evaluate_knn(
         "encoder": which, "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
+        "features": f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest)" if whiten else "raw",
         "feature_precision": precision_name(feature_amp(run, dev)) if which != "pixels" else None,
         "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
@@ -130,6 +136,7 @@ def evaluate_knn(
     # One file per (features, split, layers): a context-encoder or validation result never overwrites knn.json.
     name = "knn" + source.suffix
     name += ("_val" if split == "val" else "") + (f"_last{layers}" if layers > 1 and which != "pixels" else "")
+    name += "_white" if whiten else ""
     result["path"] = str(run.write_eval(name, result))
     return result
 
@@ -142,14 +149,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=positive_int, default=1, help="concatenate the mean-pooled last N layers")
     p.add_argument("--train-limit", type=non_negative_int, default=0, help="random subset of the bank (0 = all)")
     p.add_argument("--eval-limit", type=non_negative_int, default=0, help="random subset of the queries (0 = all)")
+    p.add_argument("--whiten", action="store_true",
+                   help="PCA-whiten features with the bank's statistics first (-> knn..._white.json; "
+                        "rate the baselines the same way)")
 
 
 def _run(args: argparse.Namespace) -> list[str]:
     baseline = "random-init" if args.random_init else "pixels" if args.pixels else None
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
-                     split=args.split, layers=args.layers, weights=args.weights)
-    what = source_of(args).describe()
+                     split=args.split, layers=args.layers, weights=args.weights, whiten=args.whiten)
+    what = source_of(args).describe() + (", whitened" if args.whiten else "")
     return [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
             f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
             f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
