@@ -134,11 +134,14 @@ class Trainer:
 
     def _wrap(self, method: Method) -> nn.Module:
         if self.cfg.train.compile:
-            # Automatic dynamic shapes: the number of context/target tokens varies between batches.
+            # dynamic=True: the number of context/target tokens varies between batches (the masking
+            # distribution stays as it is), so sizes are symbolic from the first compile and later
+            # steps never recompile (tests/test_compile.py); automatic dynamic shapes (dynamic=None)
+            # would compile a static graph first and recompile at the first new token count.
             # In-place Module.compile keeps state_dict keys free of "_orig_mod." prefixes,
             # so checkpoints load into an uncompiled model (eval, resume without compile).
             for module in method.compile_modules():
-                module.compile(dynamic=None)
+                module.compile(dynamic=True)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(method, device_ids=ids)
