@@ -121,6 +121,29 @@ def test_the_grids_have_the_expected_sizes(study):
         assert Image.open(out / name).size == size, name
 
 
+def test_the_study_page_inlines_its_table_and_grids(study, tmp_path):
+    """``pjepa gen study`` ends with OUT/report.html; ``pjepa report --study OUT`` puts the same section on a
+    report page. Both hold every row of the table and the real, sample and reconstruction grids."""
+    from pjepa.viz.report import write_report, write_study_report
+
+    out, *_ = study
+    table = json.loads((out / "table.json").read_text())
+    for page in (write_study_report(out), write_report([], tmp_path / "report", studies=[out])[0]):
+        text = page.read_text()
+        assert text.count("<img") == 1 + 3 * 2  # real.png, then 2 runs x (uncond, cond, reconstructions)
+        assert text.count("data:image/png;base64,") == 7
+        for row in table["rows"]:
+            assert f"<td>{row['mode']}</td>" in text and f"<td>{row['fd_resnet']:.4g}</td>" in text
+        assert "Feature networks: SmallResNet" in text
+    (out / "mae" / "samples_cond.png").rename(tmp_path / "moved.png")
+    try:
+        assert "mae: no samples_cond.png (stage not run yet)" in write_study_report(out).read_text()
+    finally:
+        (tmp_path / "moved.png").rename(out / "mae" / "samples_cond.png")
+    with pytest.raises(ConfigError, match="not a finished `pjepa gen study` folder"):
+        write_study_report(tmp_path)
+
+
 def test_a_rerun_skips_every_stage_and_a_deleted_marker_reruns_what_depends_on_it(study, monkeypatch):
     out, runs, _, weights = study
     monkeypatch.setattr(study_module, "load_fid_inception", lambda path: FakeInception())

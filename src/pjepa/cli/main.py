@@ -9,7 +9,7 @@
     pjepa export --run DIR --out FILE [--encoder target|context] [--checkpoint last|best]
     pjepa import --from FILE --out FILE [--kind auto|ijepa|mae] [--encoder target|context] [--num-heads N]
     pjepa plot WHAT RUN_DIR... [--out DIR]   (figures: pjepa.viz.figures; into RUN/figures/ by default)
-    pjepa report RUN_DIR... --out DIR [--title T] [--no-tensorboard]
+    pjepa report RUN_DIR... --out DIR [--study STUDY_DIR] [--title T] [--no-tensorboard]
     pjepa bench --config FILE|PRESET [--precision fp32,bf16] [--steps N] [--json] [key=value ...]
     pjepa gen study --runs RUN_DIR... --out DIR [--preset cifar10_cpu] [--inception-weights FILE] [key=value ...]
 """
@@ -117,8 +117,10 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="one self-contained HTML page: tables, every figure, each run's config")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="writes DIR/index.html and DIR/figures/")
+    p.add_argument("--study", type=Path, action="append", default=[], metavar="DIR",
+                   help="a pjepa gen study folder: its table, sample grids and reconstructions (repeatable)")
     p.add_argument("--title", default="pjepa report")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/{hparams,figures}")
 
@@ -340,7 +342,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pjepa.viz.report import write_report
 
     path, _ = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard,
-                           echo=lambda line: print(f"  {line}", flush=True))
+                           echo=lambda line: print(f"  {line}", flush=True), studies=args.study)
     print(f"wrote {path}")
     return 0
 
@@ -354,9 +356,13 @@ def cmd_gen(args: argparse.Namespace) -> int:
     runs = [r for r in args.runs if str(r) not in moved]
     cfg = load_study_config(args.preset, moved + list(args.overrides))
     seed_everything(cfg.seed)
+    from pjepa.viz.report import write_study_report
+
     table = run_study(runs, args.out, cfg, args.inception_weights, progress=not args.no_progress,
                       device=args.device, echo=lambda line: print(line, flush=True))
-    print(f"[pjepa] study table: {table} (and {table.with_suffix('.json')}); grids and timings in {args.out}/<run>/")
+    page = write_study_report(args.out)
+    print(f"[pjepa] study table: {table} (and {table.with_suffix('.json')}); grids and timings in {args.out}/<run>/; "
+          f"page: {page}")
     return 0
 
 

@@ -1,4 +1,6 @@
 """``pjepa report RUN... --out DIR``: one self-contained HTML page (figures inlined as PNG data).
+``--study DIR`` (and ``pjepa gen study``, into ``DIR/report.html``) adds a generative study's table,
+real images, sample grids and decoder reconstructions, read from the study's files.
 
 Sections: the comparison table (``pjepa table``'s rows), the calibration table, the figures
 over runs (loss, kNN@1, sampled distributions, reliability), then each run with its budget,
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -115,15 +118,71 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path]) -> str:
     return "\n".join(parts)
 
 
+#: a study's images, per compared run folder: (file, caption)
+STUDY_RUN_IMAGES = [("samples_uncond.png", "unconditional samples"), ("samples_cond.png", "class-conditional samples"
+                     " (a row per class)"), ("reconstructions.png", "pixel decoder: targets (top row), then its "
+                                                                     "reconstructions over training steps")]
+
+
+def study_section(study: str | Path) -> str:
+    """HTML for a ``pjepa gen study`` folder: its table (``table.json``, with the lines of ``table.md`` that say
+    which networks computed the metrics), the real reference grid and each run's grids. Reads files only."""
+    study = Path(study)
+    if not (study / "table.json").is_file():
+        raise ConfigError(f"{study}: no table.json: not a finished `pjepa gen study` folder (rerun the same "
+                          "pjepa gen study command to finish it)")
+    table = json.loads((study / "table.json").read_text())
+    rows = table["rows"]
+    header = [k for k in rows[0]] if rows else []
+    for row in rows[1:]:
+        header += [k for k in row if k not in header]
+    notes = [ln for ln in (study / "table.md").read_text().splitlines() if ln and not ln.startswith("|")] \
+        if (study / "table.md").is_file() else []
+    parts = [f"<h2>Generative study: {html.escape(study.name)}</h2>",
+             *(f'<p class="meta">{html.escape(n)}</p>' for n in notes),
+             _table(header, [[_fmt(r.get(k)) for k in header] for r in rows])]
+    if (study / "real.png").is_file():
+        parts += ["<h3>Real reference images</h3>", _img(study / "real.png", "real images")]
+    for name in dict.fromkeys(r["run"] for r in rows):
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        for file, caption in STUDY_RUN_IMAGES:
+            path = study / name / file
+            parts.append(f"<p>{html.escape(caption)}</p>" + _img(path, f"{name}: {caption}") if path.is_file()
+                         else f'<p class="note">{html.escape(name)}: no {file} (stage not run yet)</p>')
+    return "\n".join(parts)
+
+
+def write_study_report(study: str | Path, title: str | None = None) -> Path:
+    """``STUDY/report.html``: the study's section on a page of its own; returns its path."""
+    study = Path(study)
+    title = title or f"pjepa generative study: {study.name}"
+    path = study / "report.html"
+    atomic_write_bytes(path, _page(title, [f"<h1>{html.escape(title)}</h1>", study_section(study)]).encode())
+    return path
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "pjepa report",
-                 tensorboard: bool = True, echo: Callable[[str], None] | None = None) -> tuple[Path, list[str]]:
+                 tensorboard: bool = True, echo: Callable[[str], None] | None = None,
+                 studies: Sequence[str | Path] = ()) -> tuple[Path, list[str]]:
     """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
     With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
-    ``echo`` (e.g. print) gets each figure's line as soon as it is made."""
+    ``echo`` (e.g. print) gets each figure's line as soon as it is made. ``studies``: ``pjepa gen study``
+    folders whose tables and grids follow the runs (with no runs, the page holds only them)."""
     runs = [Run(d) for d in expand_run_dirs(list(run_dirs))]  # a sweep folder stands for its runs
-    if not runs:
-        raise ConfigError("pjepa report needs at least one run directory")
+    if not runs and not studies:
+        raise ConfigError("pjepa report needs at least one run directory (or --study DIR)")
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not runs:
+        path = out / "index.html"
+        atomic_write_bytes(path, _page(title, [f"<h1>{html.escape(title)}</h1>"]
+                                       + [study_section(st) for st in studies]).encode())
+        return path, []
     figs = out / "figures"
     log = Log(echo)
     rows = table_rows([r.path for r in runs])
@@ -146,8 +205,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         parts.append(_run_section(run, figs, log, own))
         if tensorboard:
             write_tensorboard(run, shared + own)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    parts += [study_section(st) for st in studies]
     path = out / "index.html"
-    atomic_write_bytes(path, page.encode())
+    atomic_write_bytes(path, _page(title, parts).encode())
     return path, log
