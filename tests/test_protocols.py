@@ -198,3 +198,19 @@ def test_table_groups_runs_that_differ_only_in_seed(tiny_run, tmp_path):
     assert rows[2]["run"] == "(raw pixels)" and rows[2]["knn"] == 50.0 and rows[2]["knn_std"] == 0.0
     assert "42.00 ± 2.83" in to_markdown(rows)
     assert to_csv(rows).splitlines()[0].startswith("run,n,seeds,method,head,epochs")
+
+
+def test_table_groups_across_thread_count_and_a_cap_the_run_finished_within(tiny_run, tmp_path):
+    """How a run was executed (threads, progress bar, a wall-time cap it never reached) does not split a
+    seed group; a cap that stopped a run early does."""
+    from pjepa.eval.table import table_rows
+
+    _copy_run(tiny_run, tmp_path / "a_s0", 0, 40.0, train__num_threads=1, train__time_limit_min=0.0,
+              train__progress=False)
+    _copy_run(tiny_run, tmp_path / "a_s1", 1, 44.0, train__num_threads=0, train__time_limit_min=20.0)
+    _copy_run(tiny_run, tmp_path / "a_s2", 2, 30.0, train__time_limit_min=20.0)
+    info = json.loads((tmp_path / "a_s2" / "run_info.json").read_text())
+    info["total_steps"] += 100  # a_s2 stopped at the cap before the end of its schedule
+    (tmp_path / "a_s2" / "run_info.json").write_text(json.dumps(info))
+    rows = table_rows([tmp_path / d for d in ("a_s0", "a_s1", "a_s2")])
+    assert [(r["seeds"], r["knn"]) for r in rows if r["method"] != "baseline"] == [("0,1", 42.0), ("2", 30.0)]

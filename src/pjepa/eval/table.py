@@ -1,7 +1,8 @@
 """``pjepa table RUN...``: the comparison table of run directories, runs that differ only in seed grouped.
 
 Reads artefacts only (config.yaml, metrics.jsonl, eval/*.json), never trains or evaluates.
-One row per group of runs whose configs are equal but for ``train.seed``: every number is
+One row per group of runs whose configs are equal but for ``train.seed`` (and how they were executed:
+``train.num_threads``, ``train.progress``, a ``train.time_limit_min`` they finished within): every number is
 the mean over the group, with its sample standard deviation (``*_std``) and the group's
 size ``n`` (and ``seeds``). Columns: the budget (epochs, steps, global batch, peak lr,
 training wall time), kNN@1 (weighted and majority votes), the linear probe (last layer and
@@ -127,13 +128,25 @@ def _completed(run: Run) -> Config:
         return cfg
 
 
+def _finished(run: Run) -> bool:
+    """Whether the run trained its whole schedule (``run_info.json``'s ``total_steps``)."""
+    total = run.info.get("total_steps")
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r or "wall_seconds" in r]
+    return total is not None and bool(steps) and max(steps) >= total
+
+
 def _key(run: Run, *drop: tuple[str, ...]) -> str:
-    """The run's config without its seed (and any ``drop``ped sections): equal keys = one group. The
+    """The run's config without its seed, thread count, progress bar, a wall-time cap it finished
+    within (and any ``drop``ped sections): equal keys = one group. The
     requested ``train.precision`` is replaced by the resolved one: ``auto`` and a pre-``auto`` run that both
     trained in fp32 on a CPU belong together, ``auto`` runs that resolved differently do not."""
     cfg = config_to_dict(_completed(run))
     cfg["train"].pop("seed")
     cfg["train"]["precision"] = resolved_precision(run)
+    for how_it_ran in ("num_threads", "progress"):  # change the wall time or the console, not what is learned
+        cfg["train"].pop(how_it_ran, None)
+    if _finished(run):  # a wall-time cap that did not stop the run changed nothing
+        cfg["train"].pop("time_limit_min", None)
     for section, *keys in drop:
         target = cfg[section]
         for k in keys[:-1]:
