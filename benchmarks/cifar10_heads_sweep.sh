@@ -6,15 +6,15 @@
 # dropped (benchmarks/results/cifar10-heads, copied into ROOT first) are not trained again.
 # Table: pjepa table ROOT/*
 # RECIPE: the runs in benchmarks/results/cifar10-heads used the CPU recipe before 2026-12-03 (no
-# VICReg terms, 7 epochs); RECIPE=old (the default while that table is being completed) reproduces
-# it, RECIPE=current trains the presets as they are now (use a new ROOT).
+# VICReg terms, 7 epochs, fp32 as auto resolved then); RECIPE=old (the default while that table is
+# being completed) reproduces it, RECIPE=current trains the presets as they are now (use a new ROOT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:-runs/sweeps/cifar10-heads}
 shift || true
 export PJEPA_DATA=${PJEPA_DATA:-../shared/data}
 case ${RECIPE:-old} in
-  old) RECIPE_OVERRIDES=("method.options={}" train.epochs=7) ;;
+  old) RECIPE_OVERRIDES=("method.options={}" train.epochs=7 train.precision=fp32) ;;
   current) RECIPE_OVERRIDES=() ;;
   *) echo "RECIPE=${RECIPE}: choose old or current" >&2; exit 2 ;;
 esac
