@@ -166,29 +166,11 @@ def _page(title: str, parts: Sequence[str]) -> str:
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "pjepa report",
-                 tensorboard: bool = True, echo: Callable[[str], None] | None = None,
-                 studies: Sequence[str | Path] = ()) -> tuple[Path, list[str]]:
-    """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
-    With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
-    ``echo`` (e.g. print) gets each figure's line as soon as it is made. ``studies``: ``pjepa gen study``
-    folders whose tables and grids follow the runs (with no runs, the page holds only them)."""
-    runs = [Run(d) for d in expand_run_dirs(list(run_dirs))]  # a sweep folder stands for its runs
-    if not runs and not studies:
-        raise ConfigError("pjepa report needs at least one run directory (or --study DIR)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not runs:
-        path = out / "index.html"
-        atomic_write_bytes(path, _page(title, [f"<h1>{html.escape(title)}</h1>"]
-                                       + [study_section(st) for st in studies]).encode())
-        return path, []
-    figs = out / "figures"
-    log = Log(echo)
+def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool) -> list[str]:
+    """The runs' sections: comparison and calibration tables, figures over runs, then each run."""
     rows = table_rows([r.path for r in runs])
     cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
-    parts = [f"<h1>{html.escape(title)}</h1>",
-             f'<p class="meta">{len(runs)} runs; made {dt.datetime.now().isoformat(timespec="seconds")}</p>',
+    parts = [f'<p class="meta">{len(runs)} runs; made {dt.datetime.now().isoformat(timespec="seconds")}</p>',
              "<h2>Comparison</h2>", _table(cols, [[cell(r, c) for c in cols] for r in rows])]
     if (col := noise_metric(rows)) is not None:
         parts.append(f'<p class="meta">{html.escape(noise_rule(col))}</p>')
@@ -205,6 +187,25 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         parts.append(_run_section(run, figs, log, own))
         if tensorboard:
             write_tensorboard(run, shared + own)
+    return parts
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "pjepa report",
+                 tensorboard: bool = True, echo: Callable[[str], None] | None = None,
+                 studies: Sequence[str | Path] = ()) -> tuple[Path, list[str]]:
+    """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
+    With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
+    ``echo`` (e.g. print) gets each figure's line as soon as it is made. ``studies``: ``pjepa gen study``
+    folders whose tables and grids follow the runs (with no runs, the page holds only them)."""
+    runs = [Run(d) for d in expand_run_dirs(list(run_dirs))]  # a sweep folder stands for its runs
+    if not runs and not studies:
+        raise ConfigError("pjepa report needs at least one run directory (or --study DIR)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = Log(echo)
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    if runs:
+        parts += _runs_parts(runs, out / "figures", log, tensorboard)
     parts += [study_section(st) for st in studies]
     path = out / "index.html"
     atomic_write_bytes(path, _page(title, parts).encode())
