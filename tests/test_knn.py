@@ -216,3 +216,36 @@ def test_whitening_helps_knn_where_a_loud_nuisance_dimension_hides_the_class() -
     wb, wq = knn.whiten(xb, xq)
     white = knn_evaluate(wb, yb, wq, yq, 2, k=20)["weighted"]
     assert raw < 58 and white > 68
+
+
+def _cosine_gram(x: torch.Tensor) -> torch.Tensor:
+    x = torch.nn.functional.normalize(x, dim=1)
+    return x @ x.T
+
+
+def test_low_rank_whitening_matches_the_exact_one_when_the_tail_is_below_the_floor() -> None:
+    """64 features, 8 loud directions and 56 at 1e-6 of the largest variance (below the 1e-3 floor): with
+    max_rank 12 the 8 loud ones are whitened exactly and the tail is scaled as the floor scales it, so the
+    cosine similarities that kNN reads equal the exact whitening's, and the recorded error bound is small."""
+    g = torch.Generator().manual_seed(3)
+    rotation, _ = torch.linalg.qr(torch.randn(64, 64, generator=g))
+    std = torch.cat([torch.linspace(1.0, 3.0, 8), torch.full((56,), 3e-3)])
+    bank = torch.randn(3000, 64, generator=g) * std @ rotation + 2.0
+    queries = torch.randn(50, 64, generator=g) * std @ rotation + 2.0
+    exact = knn.fit_whitening(bank)
+    low = knn.fit_whitening(bank, max_rank=12)
+    assert exact.exact and exact.describe() == "exact"
+    assert not low.exact and low.tail_error < 0.01 and "top 12 of 64" in low.describe()
+    assert low(queries).shape == (50, 12 + 64) and exact(queries).shape == (50, 64)
+    torch.testing.assert_close(_cosine_gram(low(queries)), _cosine_gram(exact(queries)), atol=2e-3, rtol=0)
+    # the wrapper: the same map on bank and queries, fitted on the bank alone
+    wb, wq = knn.whiten(bank, queries, max_rank=12)
+    torch.testing.assert_close(wq, low(queries))
+
+
+def test_low_rank_whitening_bounds_its_error_when_the_tail_is_not_negligible() -> None:
+    """A flat spectrum (every variance 1): the directions past max_rank are at the largest eigenvalue, so
+    the tail weight 1 / sqrt(floor e_max) is far too large, and tail_error says so (about 97 %)."""
+    bank = torch.randn(2000, 32, generator=torch.Generator().manual_seed(4))
+    low = knn.fit_whitening(bank, max_rank=8)
+    assert low.tail_error > 0.9

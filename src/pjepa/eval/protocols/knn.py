@@ -22,7 +22,7 @@ import torch
 from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
-from pjepa.eval.knn import WHITEN_FLOOR, knn_evaluate, require_labels, whiten as whiten_features
+from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
 from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, non_negative_int, positive_int,
                                        register, source_of)
 from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
@@ -117,8 +117,9 @@ def evaluate_knn(
         if feats is None:
             feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         which = encoder
-    if whiten:
-        feats = list(whiten_features(feats[0].float(), feats[1].float()))
+    whitening = fit_whitening(feats[0]) if whiten else None
+    if whitening is not None:
+        feats = [whitening(f) for f in feats]
     votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
                          k=cfg.eval.k, temperature=cfg.eval.temperature)
     result = {
@@ -127,7 +128,8 @@ def evaluate_knn(
         "encoder": which, "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
-        "features": f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest)" if whiten else "raw",
+        "features": (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
+                     f"{whitening.describe()})") if whitening is not None else "raw",
         "feature_precision": precision_name(feature_amp(run, dev)) if which != "pixels" else None,
         "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
