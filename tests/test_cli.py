@@ -72,3 +72,16 @@ def test_pjepa_data_expands_or_says_what_to_set(monkeypatch, tmp_path):
 def test_a_preset_without_its_data_fails_with_one_line_at_start_up(tmp_path):
     out = run_cli("train", "--config", "cifar10/cpu", "--out", str(tmp_path / "r"), env={"PJEPA_DATA": ""})
     assert out.returncode == 2 and "PJEPA_DATA" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_mistyped_option_gets_the_subcommands_usage_and_the_closest_option(capsys):
+    from pjepa.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "knn", "--run", "r", "--whitten"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert "usage: pjepa eval knn" in err and "--whitten: did you mean --whiten?" in err
+    with pytest.raises(SystemExit):
+        main(["table", "--formt", "md", "r"])
+    assert "did you mean --format?" in capsys.readouterr().err

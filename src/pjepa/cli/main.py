@@ -372,6 +372,25 @@ COMMANDS = {
 }
 
 
+def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
+    """Exit 2 naming the unknown arguments, with the (sub)command's usage and the closest valid options."""
+    import difflib
+
+    current = parser  # follow the subcommands typed (pjepa eval knn ...) to the parser that read the options
+    for token in argv:
+        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and token in subs[0].choices:
+            current = subs[0].choices[token]
+    valid = [o for o in current._option_string_actions if o.startswith("--")]
+    hints = []
+    for u in unknown:
+        close = difflib.get_close_matches(u.split("=")[0], valid, n=2, cutoff=0.6) if u.startswith("-") else []
+        if close:
+            hints.append(f"{u}: did you mean {' or '.join(close)}?")
+    current.error(f"unrecognized arguments: {' '.join(unknown)}" + ("; " + "; ".join(hints) if hints else "")
+                  + f" (see `{current.prog} --help`)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after options (`--out DIR key=value`): argparse
@@ -380,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     takes_overrides = args.command in ("train", "sweep", "gen", "bench")
     unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        _unrecognized(parser, list(argv if argv is not None else sys.argv[1:]), unknown)
     if takes_overrides:
         args.overrides = list(args.overrides) + extra
     args.argv = list(argv if argv is not None else sys.argv[1:])  # as typed: pjepa sweep records it
