@@ -46,6 +46,22 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           env=full_env, timeout=timeout, cwd=ROOT)
 
 
+def run_group(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a new session whose whole process group is killed if it times out or the test
+    is interrupted: a launcher's workers (torchrun) would otherwise outlive it and hold the cores."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def precision_cache(tmp_path_factory):
     """Probe results of ``train.precision=auto`` go to a temporary cache, never the user's ~/.cache/pjepa

@@ -7,11 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from conftest import ROOT, SMOKE, TINY, run_cli
+from conftest import ROOT, SMOKE, TINY, run_cli, run_group
 from pjepa.config import load_config
 from pjepa.eval.protocols.knn import evaluate_knn
 from pjepa.runs.checkpoint import load_checkpoint
@@ -128,13 +129,30 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert missing.returncode == 2 and "not a pjepa run directory" in missing.stderr
 
 
+def test_a_timed_out_launcher_takes_its_workers_with_it(tmp_path):
+    """The harness of the torchrun test: on a timeout the whole process group goes, not only the launcher."""
+    pid_file = tmp_path / "worker.pid"
+    script = f"sleep 60 & echo $! > {pid_file}; wait"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_group(["sh", "-c", script], timeout=2)
+    worker = int(pid_file.read_text())
+    for _ in range(50):  # reaped by init shortly after the kill
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"worker {worker} outlived its launcher")
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pjepa",
            "train", "--config", str(SMOKE), "--out", str(run), *TINY, "train.max_steps=4"]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = run_group(cmd, timeout=600, env=env, cwd=ROOT)  # a timeout kills torchrun's workers too
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     info = json.loads((run / "run_info.json").read_text())
     assert info["world_size"] == 2 and info["global_batch"] == 16 and info["local_batch"] == 8
