@@ -5,7 +5,7 @@
 #   ROWS="base ema_official" bash benchmarks/cifar10_ablations.sh    # a subset of rows
 # Resumable: rerun the same command after an interruption. Finished runs whose weights were
 # dropped (benchmarks/results/cifar10-ablations, copied into ROOT first) are not trained again.
-# Table: pjepa table ROOT/*   (choose by knn_val; report knn)
+# Table: pjepa table ROOT/* --by knn_val --pairs   (choose by knn_val; report knn)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:-runs/sweeps/cifar10-ablations}
@@ -21,4 +21,4 @@ for row in $ROWS; do
   .venv/bin/pjepa sweep --config "cifar10/ablations/$row" --out "$ROOT/$row" --eval knn_val,knn \
     train.seed=0,1 train.progress=false "$@"
 done
-.venv/bin/pjepa table "$ROOT"/* --format md
+.venv/bin/pjepa table "$ROOT"/* --format md --by knn_val

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import SMOKE
 from pjepa.cli.main import main
 from pjepa.config import dump_config, load_config
+from pjepa.errors import PJepaError
 from pjepa.eval.stats import welch
 from pjepa.eval.table import (add_noise_column, expand_run_dirs, noise_metric, pairs_markdown, table_rows, to_csv,
                               to_markdown)
@@ -89,6 +91,24 @@ def test_noise_metric_falls_back_to_a_column_every_row_has():
     assert rows[1]["vs_best"].startswith("< best (p=")
     assert noise_metric([{"run": "a", "nll": 1.0}]) is None and add_noise_column([{"run": "a"}]) is None
     assert "vs_best:" not in to_markdown([{"run": "a"}])
+
+
+def test_by_compares_on_the_validation_column_even_where_the_test_column_disagrees():
+    """A choice reads the validation split: with by="knn_val" the best row is the best on val, whatever knn
+    (the reported split) says; a row without the column is marked, and a bad column name is an error."""
+    rows = [{"run": "a", "knn": 50.0, "knn_std": 0.1, "knn_n": 2, "knn_val": 40.0, "knn_val_std": 0.1, "knn_val_n": 2},
+            {"run": "b", "knn": 45.0, "knn_std": 0.1, "knn_n": 2, "knn_val": 44.0, "knn_val_std": 0.1, "knn_val_n": 2},
+            {"run": "(raw pixels)", "knn": 46.0, "knn_std": 0.1, "knn_n": 2}]
+    assert add_noise_column(copy.deepcopy(rows)) == "knn"
+    assert add_noise_column(rows, by="knn_val") == "knn_val"
+    assert [r["vs_best"] for r in rows] == [rows[0]["vs_best"], "best", "no knn_val"]
+    assert rows[0]["vs_best"] == "< best (p<0.001)"
+    assert "on knn_val against" in to_markdown(rows, by="knn_val")
+    assert "(raw pixels)" not in pairs_markdown(rows, by="knn_val")
+    with pytest.raises(PJepaError, match="not an accuracy column; choose one of"):
+        noise_metric(rows, by="knn_vall")
+    with pytest.raises(PJepaError, match="no row has it"):
+        noise_metric(rows, by="linear")
 
 
 def test_pairs_matrix(sweep, capsys):

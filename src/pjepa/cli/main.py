@@ -84,6 +84,9 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the CSV to FILE")
     p.add_argument("--pairs", action="store_true",
                    help="also print every pair of rows under Welch's t-test over seeds (p-values and verdicts)")
+    p.add_argument("--by", metavar="COLUMN",
+                   help="the column vs_best and --pairs compare on (default knn); knn_val for a choice, "
+                        "which must read the validation split")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -285,13 +288,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from pjepa.eval.table import pairs_markdown, table_rows, to_csv, to_markdown
 
-    rows = table_rows(args.runs)
+    rows = table_rows(args.runs, args.by)
     if args.format in ("md", "both"):
-        print(to_markdown(rows))
+        print(to_markdown(rows, args.by))
     if args.format in ("csv", "both"):
         print(to_csv(rows), end="")
     if args.pairs:
-        print("\n" + pairs_markdown(rows), end="")
+        print("\n" + pairs_markdown(rows, args.by), end="")
     if args.csv is not None:
         args.csv.write_text(to_csv(rows))
         print(f"wrote {args.csv}")

@@ -177,9 +177,9 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
+def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, Any]]:
     """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it);
-    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``)."""
+    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``, on ``by`` if given)."""
     rows, baselines = [], []
     for run in map(Run, expand_run_dirs(runs)):
         seed = run.config.train.seed
@@ -195,15 +195,24 @@ def table_rows(runs: list[str | Path]) -> list[dict[str, Any]]:
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
     out = _group(rows) + _group(baselines)
-    add_noise_column(out)
+    add_noise_column(out, by)
     return out
 
 
 # --------------------------------------------------------------------------- seed noise
 
 
-def noise_metric(rows: list[dict[str, Any]]) -> str | None:
-    """The column the noise test compares on: kNN@1 (weighted), else the first accuracy column every row has."""
+def noise_metric(rows: list[dict[str, Any]], by: str | None = None) -> str | None:
+    """The column the noise test compares on: ``by`` when given (``pjepa table --by knn_val``: a choice
+    reads the validation split), else kNN@1 (weighted), else the first accuracy column every row has."""
+    if by is not None:
+        if by not in NOISE_SCORES:
+            raise PJepaError(f"--by {by}: not an accuracy column; choose one of {', '.join(NOISE_SCORES)}")
+        if not any(isinstance(r.get(by), (int, float)) for r in rows):
+            have = [c for c in NOISE_SCORES if any(isinstance(r.get(c), (int, float)) for r in rows)]
+            raise PJepaError(f"--by {by}: no row has it (run its protocol, e.g. pjepa sweep --eval {by}); "
+                             f"these rows have {', '.join(have) or 'no accuracy column'}")
+        return by
     for col in NOISE_SCORES:
         if rows and all(isinstance(r.get(col), (int, float)) for r in rows):
             return col
@@ -226,15 +235,20 @@ def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
-def add_noise_column(rows: list[dict[str, Any]]) -> str | None:
+def add_noise_column(rows: list[dict[str, Any]], by: str | None = None) -> str | None:
     """Fill ``vs_best`` (and ``vs_best_p``) of every row: the row with the highest mean on ``noise_metric``
-    is ``best``; each other row is ``≈ best (p=..)`` or ``< best (p=..)``, or ``n<2: no spread``.
+    is ``best``; each other row is ``≈ best (p=..)`` or ``< best (p=..)``, or ``n<2: no spread``; with
+    ``by``, a row without that column says so (``no knn_val``).
     Returns the column compared on (None: no column every row has; the cells stay empty)."""
-    col = noise_metric(rows)
+    col = noise_metric(rows, by)
     if col is None:
         return None
-    best = max(rows, key=lambda r: r[col])  # the first of equal means
+    have = [r for r in rows if isinstance(r.get(col), (int, float))]
+    best = max(have, key=lambda r: r[col])  # the first of equal means
     for r in rows:
+        if r not in have:
+            r["vs_best_p"], r["vs_best"] = None, f"no {col}"
+            continue
         verdict, p = ("best", None) if r is best else compare(r, best, col)
         r["vs_best_p"] = p
         r["vs_best"] = ("best" if verdict == "best" else "n<2: no spread" if verdict == "n<2"
@@ -249,12 +263,13 @@ def noise_rule(col: str) -> str:
             "'n<2: no spread' if either row has a single seed.")
 
 
-def pairs_markdown(rows: list[dict[str, Any]]) -> str:
+def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None) -> str:
     """Every pair of rows under Welch's test: cell (i, j) says how row i compares with row j (">", "<", "≈"
     with p, or "n<2"), then the rule."""
-    col = noise_metric(rows)
+    col = noise_metric(rows, by)
     if col is None:
         return "(no accuracy column that every row has: nothing to compare)\n"
+    rows = [r for r in rows if isinstance(r.get(col), (int, float))]
     labels = [f"{i + 1}: {r['run']}" for i, r in enumerate(rows)]
     lines = [f"| {col}: row vs column | " + " | ".join(labels) + " |", "|" + "---|" * (len(rows) + 1)]
     for i, a in enumerate(rows):
@@ -288,12 +303,12 @@ def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
     return [c for c in COLUMNS if c in always or any(r.get(c) not in (None, "") for r in rows)]
 
 
-def to_markdown(rows: list[dict[str, Any]]) -> str:
+def to_markdown(rows: list[dict[str, Any]], by: str | None = None) -> str:
     """The table, then one line stating the noise rule of ``vs_best`` (when a column could be compared)."""
     cols = shown_columns(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
-    col = noise_metric(rows)
+    col = noise_metric(rows, by)
     return "\n".join(lines) + "\n" + (f"\n{noise_rule(col)}\n" if col is not None else "")
 
 
