@@ -27,6 +27,7 @@ from pjepa.runs import Run, resolve_device
 
 SETTINGS = (("ddim", 50), ("dpmpp_2m", 50), ("dpmpp_2m", 25))
 OPTIONS = {"timesteps": 1000, "width": 128, "blocks": 3}  # configs/cifar10/diffusion.yaml
+TOKENS_PER_STEP = 2048  # about 64 images' target tokens (4 blocks of ~8 on the 8 x 8 grid)
 
 
 def train_head(pairs: list[tuple[torch.Tensor, torch.Tensor]], prediction: str, steps: int, seed: int):
@@ -36,11 +37,13 @@ def train_head(pairs: list[tuple[torch.Tensor, torch.Tensor]], prediction: str, 
     opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
-    h_all = torch.cat([h for h, _ in pairs])  # (N, T, Dp)
-    y_all = torch.cat([y for _, y in pairs])  # (N, T, D)
+    # Batches differ in their number of target tokens T (the masks vary), and the head treats tokens
+    # independently: pool every token and draw TOKENS_PER_STEP of them a step.
+    h_all = torch.cat([h.reshape(-1, h.shape[-1]) for h, _ in pairs])  # (N tokens, Dp)
+    y_all = torch.cat([y.reshape(-1, y.shape[-1]) for _, y in pairs])  # (N tokens, D)
     for _ in range(steps):
-        idx = torch.randint(0, h_all.shape[0], (64,), generator=g)
-        loss, _ = head.loss(h_all[idx], y_all[idx], generator=g)
+        idx = torch.randint(0, h_all.shape[0], (TOKENS_PER_STEP,), generator=g)
+        loss, _ = head.loss(h_all[idx, None], y_all[idx, None], generator=g)  # (n, 1, Dp), (n, 1, D)
         opt.zero_grad()
         loss.backward()
         opt.step()
