@@ -398,14 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
-    args, extra = parser.parse_known_args(argv)
+    typed = list(argv if argv is not None else sys.argv[1:])  # as typed: pjepa sweep records it
+    args, extra = parser.parse_known_args(typed)
     takes_overrides = args.command in ("train", "sweep", "gen", "bench")
     unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
     if unknown:
-        _unrecognized(parser, list(argv if argv is not None else sys.argv[1:]), unknown)
+        _unrecognized(parser, typed, unknown)
     if takes_overrides:
         args.overrides = list(args.overrides) + extra
-    args.argv = list(argv if argv is not None else sys.argv[1:])  # as typed: pjepa sweep records it
+    args.argv = typed
     try:
         return COMMANDS[args.command](args)
     except PJepaError as e:
