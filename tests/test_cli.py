@@ -85,3 +85,7 @@ def test_a_mistyped_option_gets_the_subcommands_usage_and_the_closest_option(cap
     with pytest.raises(SystemExit):
         main(["table", "--formt", "md", "r"])
     assert "did you mean --format?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a typo in a required option: the typo is named, not "--config is required"
+        main(["train", "--confg", "smoke"])
+    err = capsys.readouterr().err
+    assert "--confg: did you mean --config?" in err and "required" not in err

@@ -375,15 +375,36 @@ COMMANDS = {
 }
 
 
+def _subcommand(parser: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
+    """The subparser `token` names under `parser`, or None."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return subs[0].choices.get(token) if subs else None
+
+
+def _unknown_long_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The `--options` typed that the (sub)command they follow does not have.
+
+    Checked before argparse runs: a mistyped required option (`train --confg X`) would otherwise
+    end in "one of the arguments --config --resume is required", which hides the typo."""
+    current, unknown = parser, []
+    for token in argv:
+        if token == "--":  # everything after it is positional
+            break
+        sub = _subcommand(current, token)
+        if sub is not None:
+            current = sub
+        elif token.startswith("--") and not any(o.startswith(token.split("=")[0]) for o in current._option_string_actions):
+            unknown.append(token)  # (a prefix of a valid option is argparse's abbreviation: left to it)
+    return unknown
+
+
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
     """Exit 2 naming the unknown arguments, with the (sub)command's usage and the closest valid options."""
     import difflib
 
     current = parser  # follow the subcommands typed (pjepa eval knn ...) to the parser that read the options
     for token in argv:
-        subs = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
-        if subs and token in subs[0].choices:
-            current = subs[0].choices[token]
+        current = _subcommand(current, token) or current
     valid = [o for o in current._option_string_actions if o.startswith("--")]
     hints = []
     for u in unknown:
@@ -399,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
     typed = list(argv if argv is not None else sys.argv[1:])  # as typed: pjepa sweep records it
+    misspelled = _unknown_long_options(parser, typed)
+    if misspelled:
+        _unrecognized(parser, typed, misspelled)
     args, extra = parser.parse_known_args(typed)
     takes_overrides = args.command in ("train", "sweep", "gen", "bench")
     unknown = [e for e in extra if e.startswith("-") or "=" not in e or not takes_overrides]
