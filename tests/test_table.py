@@ -187,3 +187,23 @@ def test_markdown_drops_columns_no_row_fills_and_csv_keeps_them(sweep):
     assert "| knn |" in header and "finetune" not in header and "lowshot_1" not in header
     assert header.startswith("| run | n | seeds |") and header.endswith("| vs_best |")
     assert "finetune" in to_csv(rows).splitlines()[0]
+
+
+def test_a_run_still_training_or_interrupted_is_a_row_of_its_own_named_so(sweep):
+    import os
+    import socket
+
+    for seed, total in enumerate((20, 40, 40)):  # seeds 1 and 2 trained 20 steps of 40
+        (sweep / f"head.name-deterministic_seed{seed}" / "run_info.json").write_text(json.dumps({"total_steps": total}))
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "started": 0.0}  # a live writer: this process
+    (sweep / "head.name-deterministic_seed1" / ".lock").write_text(json.dumps(lock))
+    rows = {r["run"]: r for r in table_rows([sweep])}
+    assert rows["head.name-deterministic_seed1 (running, step 20/40)"]["n"] == 1
+    assert rows["head.name-deterministic_seed2 (stopped at step 20/40)"]["n"] == 1
+    assert rows["head.name-deterministic_seed0"]["knn"] == KNN["deterministic"][0]  # alone: not averaged with them
+    (sweep / "head.name-deterministic_seed2" / "run_info.json").write_text(json.dumps({"total_steps": 20}))
+    lock["pid"] = 2 ** 22 + 1  # above pid_max: no such process, a stale lock
+    (sweep / "head.name-deterministic_seed1" / ".lock").write_text(json.dumps(lock))
+    rows = {r["run"]: r for r in table_rows([sweep])}
+    assert rows["head.name-deterministic_s*"]["seeds"] == "0,2"  # finished: back in its group
+    assert "head.name-deterministic_seed1 (stopped at step 20/40)" in rows

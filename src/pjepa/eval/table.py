@@ -4,7 +4,8 @@ Reads artefacts only (config.yaml, metrics.jsonl, eval/*.json), never trains or 
 One row per group of runs whose configs are equal but for ``train.seed`` (and how they were executed:
 ``train.num_threads``, ``train.progress``, a ``train.time_limit_min`` they finished within): every number is
 the mean over the group, with its sample standard deviation (``*_std``) and the group's
-size ``n`` (and ``seeds``). Columns: the budget (epochs, steps, global batch, peak lr,
+size ``n`` (and ``seeds``). A run still training, or interrupted before the end of its schedule, is a
+row of its own named so (``run (running, step 100/1053)``), never part of a group. Columns: the budget (epochs, steps, global batch, peak lr,
 training wall time), kNN@1 (weighted and majority votes), the linear probe (last layer and
 last 4 layers), low-shot 1 % and 10 %, fine-tune, and the head metrics. Then the baselines
 found in the runs' eval folders (untrained encoder, raw pixels), grouped the same way.
@@ -34,7 +35,7 @@ from pjepa.config import Config, config_to_dict
 from pjepa.errors import PJepaError
 from pjepa.eval.stats import ALPHA, welch_from_stats
 from pjepa.methods import METHODS
-from pjepa.runs import Run
+from pjepa.runs import Run, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 SCORES = ["knn", "knn_majority", "knn_val", "knn_white", "knn_val_white", "linear", "linear_last4", "lowshot_1",
@@ -135,6 +136,19 @@ def _finished(run: Run) -> bool:
     return total is not None and bool(steps) and max(steps) >= total
 
 
+def _unfinished(run: Run) -> str | None:
+    """Why a run's numbers are not a result yet: ``"running, step 100/1053"`` (a live process holds its
+    lock) or ``"stopped at step 100/1053"`` (interrupted; resume it); None for a run that trained its
+    schedule or that its own ``train.time_limit_min`` ended (that early end is the run's budget)."""
+    if _finished(run) or run.info.get("total_steps") is None:  # (no run_info.json: nothing to tell it by)
+        return None
+    steps = [r["step"] for r in run.metrics() if "step" in r]
+    at = f"step {max(steps) if steps else 0}/{run.info['total_steps']}"
+    if writer(run.path) is not None:
+        return f"running, {at}"
+    return None if run.config.train.time_limit_min > 0 else f"stopped at {at}"
+
+
 def _key(run: Run, *drop: tuple[str, ...]) -> str:
     """The run's config without its seed, thread count, progress bar, a wall-time cap it finished
     within (and any ``drop``ped sections): equal keys = one group. The
@@ -183,7 +197,9 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
     rows, baselines = [], []
     for run in map(Run, expand_run_dirs(runs)):
         seed = run.config.train.seed
-        rows.append({"run": run.name, "seed": seed, "_key": _key(run), **_budget(run), **_scores(run),
+        note = _unfinished(run)  # such a run is a row of its own, never averaged into a seed group
+        rows.append({"run": f"{run.name} ({note})" if note else run.name, "seed": seed,
+                     "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run),
                      **_head_cells(run.eval_result("head"))})
         for name, label in BASELINES.items():
             cells = _scores(run, f"_{name}")

@@ -8,7 +8,7 @@ from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_histor
                                    save_checkpoint)
 from pjepa.runs.device import resolve_device
 from pjepa.runs.metrics import MetricsLogger, read_metrics
-from pjepa.runs.lock import RunLock
+from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision, resolve_precision
 from pjepa.runs.run import Run, check_resume_overrides, is_legacy
 from pjepa.runs.state_io import atomic_write_bytes
@@ -18,6 +18,7 @@ __all__ = [
     "Run",
     "ResolvedPrecision",
     "RunLock",
+    "writer",
     "check_resume_overrides",
     "atomic_write_bytes",
     "checkpoint_path",

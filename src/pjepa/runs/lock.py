@@ -38,6 +38,17 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def writer(run_dir: str | Path) -> dict[str, Any] | None:
+    """The live writer of ``run_dir`` (``{"pid", "host", "started"}``), or None: no lock, or a stale one
+    (its process on this host is gone). A lock from another host counts as live: it cannot be checked."""
+    holder = _read(Path(run_dir) / LOCK_FILE)
+    if holder is None:
+        return None
+    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
+        return None
+    return holder
+
+
 class RunLock:
     """``with RunLock(run_dir): ...`` holds the run directory's write lock (created with O_EXCL)."""
 
