@@ -207,3 +207,11 @@ def test_a_run_still_training_or_interrupted_is_a_row_of_its_own_named_so(sweep)
     rows = {r["run"]: r for r in table_rows([sweep])}
     assert rows["head.name-deterministic_s*"]["seeds"] == "0,2"  # finished: back in its group
     assert "head.name-deterministic_seed1 (stopped at step 20/40)" in rows
+
+
+def test_runs_of_one_name_in_different_sweeps_are_named_by_their_folder(tmp_path):
+    _run(tmp_path / "mdn" / "cpu_seed0", "mdn", 0, 40.0)  # pjepa sweep names both runs after the preset
+    _run(tmp_path / "flow" / "cpu_seed0", "flow", 0, 41.0)
+    _run(tmp_path / "flow" / "other", "flow", 1, 42.0)
+    rows = table_rows([tmp_path / "mdn", tmp_path / "flow"])
+    assert [r["run"] for r in rows] == ["mdn/cpu_seed0", "flow/cpu_s*"]  # a group keeps its first member's name

@@ -195,10 +195,14 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
     """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it);
     a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``, on ``by`` if given)."""
     rows, baselines = [], []
-    for run in map(Run, expand_run_dirs(runs)):
+    paths = expand_run_dirs(runs)
+    names = [p.name for p in paths]
+    for run in map(Run, paths):
         seed = run.config.train.seed
+        # one sweep per head names every run cpu_seed0: then the folder names the row (mdn/cpu_seed0)
+        name = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
         note = _unfinished(run)  # such a run is a row of its own, never averaged into a seed group
-        rows.append({"run": f"{run.name} ({note})" if note else run.name, "seed": seed,
+        rows.append({"run": f"{name} ({note})" if note else name, "seed": seed,
                      "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run),
                      **_head_cells(run.eval_result("head"))})
         for name, label in BASELINES.items():
