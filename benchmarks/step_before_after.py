@@ -63,8 +63,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("overrides", nargs="*", help="applied to every configuration, e.g. train.num_threads=2")
     args = ap.parse_args()
-    print(f"| config | precision | before img/s | after img/s | after / before | before fraction_of_peak | "
-          f"after fraction_of_peak | GFLOP/img |\n|---|---|---|---|---|---|---|---|")
+    print("| config | precision | before img/s | after img/s | after / before | before fraction_of_peak | "
+          "after fraction_of_peak | GFLOP/img |\n|---|---|---|---|---|---|---|---|")
     for name in args.configs.split(","):
         config, extra = CONFIGS[name]
         runs: dict[tuple[str, str], list] = {}

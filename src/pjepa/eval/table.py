@@ -5,10 +5,10 @@ One row per group of runs whose configs are equal but for ``train.seed`` (and ho
 ``train.num_threads``, ``train.progress``, a ``train.time_limit_min`` they finished within): every number is
 the mean over the group, with its sample standard deviation (``*_std``) and the group's
 size ``n`` (and ``seeds``). A run still training, or interrupted before the end of its schedule, is a
-row of its own named so (``run (running, step 100/1053)``), never part of a group. Columns: the budget (epochs, steps, global batch, peak lr,
-training wall time), kNN@1 (weighted and majority votes), the linear probe (last layer and
-last 4 layers), low-shot 1 % and 10 %, fine-tune, and the head metrics. Then the baselines
-found in the runs' eval folders (untrained encoder, raw pixels), grouped the same way.
+row of its own named so (``run (running, step 100/1053)``), never part of a group. Columns: the
+budget (epochs, steps, global batch, peak lr, training wall time), kNN@1 (weighted and majority votes),
+the linear probe (last layer and last 4 layers), low-shot 1 % and 10 %, fine-tune, and the head
+metrics. Then the baselines found in the runs' eval folders (untrained encoder, raw pixels), grouped the same way.
 Markdown shows "mean ± std"; CSV has one column per number and one per spread.
 
 A directory without config.yaml whose subdirectories are runs (a ``pjepa sweep`` folder)
@@ -200,9 +200,9 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
     for run in map(Run, paths):
         seed = run.config.train.seed
         # one sweep per head names every run cpu_seed0: then the folder names the row (mdn/cpu_seed0)
-        name = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
+        shown = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
         note = _unfinished(run)  # such a run is a row of its own, never averaged into a seed group
-        rows.append({"run": f"{name} ({note})" if note else name, "seed": seed,
+        rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed,
                      "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run),
                      **_head_cells(run.eval_result("head"))})
         for name, label in BASELINES.items():

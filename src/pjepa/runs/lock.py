@@ -71,9 +71,8 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                holder = _read(self.path)
-                stale = holder is None or (holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))))
-                if not stale:
+                holder = writer(self.path.parent)
+                if holder is not None:
                     raise self._holder_error(holder) from None
                 self.path.unlink(missing_ok=True)  # a dead writer's lock: take it over
                 continue
