@@ -27,7 +27,7 @@ from pjepa.sweep import (PointJob, grid_points, parse_grid, plan_sweep, point_jo
                          settle_sweep_dir)
 from pjepa.sweep.grid import split_top_level
 from pjepa.sweep.runner import Children, time_left
-from pjepa.sweep.state import DONE_FILE, eval_current, mark_done, run_state
+from pjepa.sweep.state import DONE_FILE, eval_current, mark_done, recorded_seconds, run_state
 
 TABLE_SEED = re.compile(r"(?<=[_-]s)(eed)?\d+$")  # pjepa.eval.table._group's seed suffix
 
@@ -285,13 +285,33 @@ def test_local_sweep_goes_on_after_a_failure_and_stops_on_a_signal(tmp_path, mon
     assert lines[-1].startswith("[sweep] 1/2 d: stopped by SIGTERM") and not any("2/2" in line for line in lines)
 
 
-def test_time_left_is_the_mean_of_trained_runs_times_runs_left():
-    from pjepa.sweep.runner import Outcome
+def test_time_left_is_the_mean_cost_of_a_run_times_the_share_still_to_do():
+    assert time_left([60.0, 120.0], [1, 1, 1, 1]) == "about 6m00s left (4 runs to train)"
+    assert time_left([600.0], [1, 0.25]) == "about 12m30s left (2 runs to train)"  # one run three quarters done
+    assert time_left([], [1, 1]) == "2 runs to train; time left known after the first one"
+    assert time_left([60.0], []) == "no run left to train"
 
-    done = [Outcome("a", "trained", 60.0), Outcome("b", "skipped", 1.0), Outcome("c", "resumed", 120.0)]
-    assert time_left(done, 4) == "about 6m00s left (4 runs to train)"
-    assert time_left(done[1:2], 2) == "2 runs to train; time left known after the first one"
-    assert time_left(done, 0) == "no run left to train"
+
+def test_a_continued_sweep_estimates_from_the_runs_an_earlier_command_finished(tmp_path, monkeypatch):
+    """The estimate needs no run trained by this command: a finished run's directory records its cost
+    (training wall time across resumes + its evaluations' seconds), and a half-done run counts half."""
+    done, half = tmp_path / "a", tmp_path / "b"
+    _fake_run(done, 8, 8)
+    (done / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "train/loss": 1.0, "wall_seconds": w}) + "\n"
+                                                for s, w in ((4, 1000.0), (8, 3000.0))))
+    (done / "eval").mkdir()
+    (done / "eval" / "knn.json").write_text(json.dumps({"seconds": 600.0}))
+    (done / "eval" / "broken.json").write_text("{")  # a torn file costs nothing and breaks nothing
+    assert recorded_seconds(done) == 3600.0 and recorded_seconds(tmp_path / "none") is None
+    _fake_run(half, 4, 8)
+    monkeypatch.setattr(PointJob, "train_command", lambda self: [sys.executable, "-c", "raise SystemExit(130)"])
+    lines: list[str] = []
+    jobs = [PointJob(n, tmp_path / n, SMOKE, ()) for n in "abc"]
+    assert run_local(jobs, lines.append) == 130  # b "stopped" at once: only the first lines matter here
+    assert lines[0] == ("[sweep] 3 runs: 1 to start, 1 to continue, 1 trained already; "
+                        "about 1h30m left (2 runs to train)")  # 3600 s x (0.5 + 1)
+    assert lines[1] == "[sweep] 1/3 a: trained already; nothing to do"
+    assert lines[2] == "[sweep] 1/3 a: skipped in 0s; about 1h30m left (2 runs to train)"
 
 
 def _sweep_cli(out: Path, options: list[str], overrides: list[str]) -> list[str]:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pjepa.sweep.state import eval_commands, eval_current, mark_done, run_state, train_command
+from pjepa.sweep.state import (RunState, eval_commands, eval_current, mark_done, recorded_seconds, run_state,
+                               train_command)
 
 #: Exit codes of a child stopped by a signal (``pjepa train`` returns these after saving ``last``).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -177,15 +178,33 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def time_left(outcomes: list[Outcome], runs_left: int) -> str:
-    """The estimate printed after each run: mean wall time of the runs trained in this invocation x runs left."""
-    if runs_left == 0:
+def time_left(run_seconds: list[float], left: list[float]) -> str:
+    """The estimate printed at the start and after each run: the mean cost of a whole run (``run_seconds``:
+    the sweep's finished runs) x the share of each remaining run still to do (``left``: 1 for a run to
+    start, 1 - step / total for one to continue)."""
+    if not left:
         return "no run left to train"
-    runs = f"{runs_left} run{'s' if runs_left > 1 else ''} to train"
-    trained = [o.seconds for o in outcomes if o.status in ("trained", "resumed")]
-    if not trained:
+    runs = f"{len(left)} run{'s' if len(left) > 1 else ''} to train"
+    if not run_seconds:
         return f"{runs}; time left known after the first one"
-    return f"about {_duration(sum(trained) / len(trained) * runs_left)} left ({runs})"
+    return f"about {_duration(sum(run_seconds) / len(run_seconds) * sum(left))} left ({runs})"
+
+
+def _share_left(state: RunState) -> float:
+    """How much of a run is still to train: 0 finished, 1 new, the steps left of the planned ones else."""
+    if state.kind == "finished":
+        return 0.0
+    if state.kind == "unfinished" and state.step is not None and state.total:
+        return max(0.0, 1.0 - state.step / state.total)
+    return 1.0
+
+
+def _run_cost(job: PointJob, out: Outcome | None) -> float | None:
+    """A finished run's whole cost: timed here if this sweep trained all of it, else as its directory
+    records it (a resumed run's earlier segments, a run trained by an earlier sweep command)."""
+    if out is not None and out.status == "trained":
+        return out.seconds
+    return recorded_seconds(job.run_dir)
 
 
 def _start_line(job: PointJob, state_kind: str, step: int | None, total: int | None) -> str:
@@ -211,8 +230,12 @@ def run_local(jobs: list[PointJob], echo: Callable[[str], None] = print) -> int:
     n, t0 = len(jobs), time.perf_counter()
     states = [run_state(j.run_dir) for j in jobs]
     kinds = [s.kind for s in states]
-    echo(f"[sweep] {n} runs: {kinds.count('new')} to start, {kinds.count('unfinished')} to continue, "
-         f"{kinds.count('finished')} trained already")
+    costs = {j.name: c for j, s in zip(jobs, states) if s.kind == "finished" and (c := _run_cost(j, None)) is not None}
+    shares = [_share_left(s) for s in states]
+    head = (f"[sweep] {n} runs: {kinds.count('new')} to start, {kinds.count('unfinished')} to continue, "
+            f"{kinds.count('finished')} trained already")
+    to_train = [x for x in shares if x > 0]
+    echo(head + (f"; {time_left(list(costs.values()), to_train)}" if costs and to_train else ""))
     outcomes: list[Outcome] = []
     with Children(forward=True) as children:
         for i, (job, state) in enumerate(zip(jobs, states)):
@@ -224,8 +247,10 @@ def run_local(jobs: list[PointJob], echo: Callable[[str], None] = print) -> int:
                 echo(f"{tag}: stopped by {signal.Signals(out.code - 128).name} (checkpoints/last is kept); "
                      "run the same command again to continue")
                 return out.code
-            left = sum(s.kind != "finished" for s in states[i + 1 :])
-            echo(f"{tag}: {_end_line(out)}; {time_left(outcomes, left)}")
+            if out.status != "failed" and (cost := _run_cost(job, out)) is not None:
+                costs[job.name] = cost
+            left = [x for x in shares[i + 1 :] if x > 0]
+            echo(f"{tag}: {_end_line(out)}; {time_left(list(costs.values()), left)}")
     return _summary(outcomes, time.perf_counter() - t0, echo)
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step
+from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step, read_metrics
 from pjepa.runs.checkpoint import MODEL_FILE
 
 DONE_FILE = "sweep_done.json"
@@ -68,6 +68,24 @@ def run_state(run_dir: Path) -> RunState:
     total = Run(run_dir).info.get("total_steps")
     finished = done == step or (isinstance(total, int) and step >= total)
     return RunState("finished" if finished else "unfinished", step, total)
+
+
+def recorded_seconds(run_dir: Path) -> float | None:
+    """What a run cost as its directory records it: training wall time (every resumed segment and the
+    periodic validation included: ``metrics.jsonl``'s last ``wall_seconds``) plus the ``seconds`` of each
+    evaluation in ``eval/``. None when no training time is recorded (the sweep then estimates from the
+    runs it trains itself)."""
+    rows = [r for r in read_metrics(run_dir) if isinstance(r.get("wall_seconds"), (int, float))]
+    if not rows:
+        return None
+    seconds = float(rows[-1]["wall_seconds"])
+    for result in sorted((run_dir / "eval").glob("*.json")):
+        try:
+            value = json.loads(result.read_text()).get("seconds")
+        except (OSError, ValueError, AttributeError):
+            continue
+        seconds += float(value) if isinstance(value, (int, float)) else 0.0
+    return seconds
 
 
 def _done_at(run_dir: Path) -> int | None:
