@@ -13,7 +13,7 @@ from pjepa.cli.main import main
 from pjepa.config import dump_config, load_config
 from pjepa.errors import PJepaError
 from pjepa.eval.stats import welch
-from pjepa.eval.table import (add_noise_column, expand_run_dirs, noise_metric, pairs_markdown, table_rows, to_csv,
+from pjepa.eval.table import (add_noise_column, cell, expand_run_dirs, noise_metric, pairs_markdown, table_rows, to_csv,
                               to_markdown)
 
 KNN = {"deterministic": [40.0, 41.0, 42.0], "mdn": [37.5, 38.5, 36.0], "flow": [41.5, 39.5, 40.5]}
@@ -179,6 +179,12 @@ def test_a_baseline_rated_by_two_runs_of_one_seed_counts_once(tmp_path):
     rows = table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     base, = [r for r in rows if r["method"] == "baseline"]
     assert base["n"] == 2 and base["seeds"] == "0,1" and base["knn"] == 29.0
+    # a protocol only the second run of seed 0 rated (its linear probe) is kept, not dropped with the repeat
+    (tmp_path / "b" / "eval" / "linear_random_init.json").write_text(json.dumps({"top1": 38.0}))
+    base, = [r for r in table_rows([tmp_path / "a", tmp_path / "b"]) if r["method"] == "baseline"]
+    assert base["n"] == 1 and base["knn"] == 28.0 and base["linear"] == 38.0
+    base, = [r for r in table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"]) if r["method"] == "baseline"]
+    assert (cell(base, "knn"), cell(base, "linear")) == ("29.00 ± 1.41", "38.00 (n=1)")  # 1 of the 2 seeds has it
 
 
 def test_markdown_drops_columns_no_row_fills_and_csv_keeps_them(sweep):

@@ -210,8 +210,12 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
             if any(v is not None for v in cells.values()):
                 # a baseline depends on the data and the encoder's architecture, not on the method trained
                 key = _key(run, ("method",), ("head",), ("mask",), ("optim",), ("train",), ("model", "predictor"))
-                if any(b["_key"] == name + key and b["seed"] == seed for b in baselines):
-                    continue  # another run of this sweep rated the same baseline (same data, ViT, seed): count it once
+                same = [b for b in baselines if b["_key"] == name + key and b["seed"] == seed]
+                if same:  # another run rated the same baseline (same data, ViT, seed): count it once, and
+                    for col, v in cells.items():  # take the protocols only this run rated (its linear probe)
+                        if same[0].get(col) is None:
+                            same[0][col] = v
+                    continue
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
     out = _group(rows) + _group(baselines)
@@ -312,8 +316,11 @@ def _fmt(v: Any) -> str:
 
 
 def cell(row: dict[str, Any], col: str) -> str:
-    std = row.get(f"{col}_std")
-    return _fmt(row.get(col)) + (f" ± {_fmt(std)}" if std is not None and col in SCORES else "")
+    """``mean ± std``; ``(n=k)`` after it when fewer of the group's runs than ``n`` have this score."""
+    std, k = row.get(f"{col}_std"), row.get(f"{col}_n")
+    text = _fmt(row.get(col)) + (f" ± {_fmt(std)}" if std is not None and col in SCORES else "")
+    partial = row.get(col) is not None and isinstance(k, int) and isinstance(row.get("n"), int) and k < row["n"]
+    return text + (f" (n={k})" if partial else "")
 
 
 def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
