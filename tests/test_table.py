@@ -215,6 +215,15 @@ def test_a_run_still_training_or_interrupted_is_a_row_of_its_own_named_so(sweep)
     assert "head.name-deterministic_seed1 (stopped at step 20/40)" in rows
 
 
+def test_a_row_not_rated_yet_does_not_stop_the_others_being_compared(tmp_path):
+    for name, seed, knn in (("a0", 0, 50.0), ("a1", 1, 51.0), ("b0", 0, 40.0), ("b1", 1, 41.0), ("c0", 0, 0.0)):
+        _run(tmp_path / name, {"a": "deterministic", "b": "mdn", "c": "flow"}[name[0]], seed, knn)
+    (tmp_path / "c0" / "eval" / "knn.json").unlink()  # a run training (or not evaluated yet): no score at all
+    rows = {r["head"]: r for r in table_rows(sorted(tmp_path.iterdir()))}
+    assert rows["deterministic"]["vs_best"] == "best" and rows["mdn"]["vs_best"].startswith("< best (p=")
+    assert rows["flow"]["vs_best"] == "no knn"
+
+
 def test_runs_of_one_name_in_different_sweeps_are_named_by_their_folder(tmp_path):
     _run(tmp_path / "mdn" / "cpu_seed0", "mdn", 0, 40.0)  # pjepa sweep names both runs after the preset
     _run(tmp_path / "flow" / "cpu_seed0", "flow", 0, 41.0)

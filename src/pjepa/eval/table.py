@@ -228,7 +228,8 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
 
 def noise_metric(rows: list[dict[str, Any]], by: str | None = None) -> str | None:
     """The column the noise test compares on: ``by`` when given (``pjepa table --by knn_val``: a choice
-    reads the validation split), else kNN@1 (weighted), else the first accuracy column every row has."""
+    reads the validation split), else kNN@1 (weighted), else the first accuracy column every row with a
+    score has."""
     if by is not None:
         if by not in NOISE_SCORES:
             raise PJepaError(f"--by {by}: not an accuracy column; choose one of {', '.join(NOISE_SCORES)}")
@@ -237,8 +238,10 @@ def noise_metric(rows: list[dict[str, Any]], by: str | None = None) -> str | Non
             raise PJepaError(f"--by {by}: no row has it (run its protocol, e.g. pjepa sweep --eval {by}); "
                              f"these rows have {', '.join(have) or 'no accuracy column'}")
         return by
+    # rows with no score at all (a run still training) do not decide the column; they show "no <col>"
+    rated = [r for r in rows if any(isinstance(r.get(c), (int, float)) for c in NOISE_SCORES)]
     for col in NOISE_SCORES:
-        if rows and all(isinstance(r.get(col), (int, float)) for r in rows):
+        if rated and all(isinstance(r.get(col), (int, float)) for r in rated):
             return col
     return None
 
