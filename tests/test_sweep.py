@@ -390,6 +390,6 @@ def test_an_unknown_evaluation_is_named_with_the_choices_before_anything_runs(tm
     from pjepa.sweep import check_protocols
 
     assert check_protocols(["knn", "knn_val", "knn"]) == ("knn", "knn_val")
-    with pytest.raises(ConfigError, match=r"unknown protocol 'knnval' \(protocols: .*knn_val"):
+    with pytest.raises(ConfigError, match=r"unknown protocol 'knnval', did you mean 'knn_val'\? \(protocols: .*knn_val"):
         check_protocols(["knn", "knnval"])
 

@@ -37,7 +37,11 @@ def check_protocols(names: list[str]) -> tuple[str, ...]:
     known = [*PROTOCOLS.names(), *DERIVED_EVALS]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ConfigError(f"--eval {','.join(names)}: unknown protocol {unknown[0]!r} "
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.6)
+        raise ConfigError(f"--eval {','.join(names)}: unknown protocol {unknown[0]!r}"
+                          + (f", did you mean {close[0]!r}?" if close else "") + " "
                           f"(protocols: {', '.join(known)}; knn_val = kNN on the validation split, "
                           "knn_white = kNN on whitened features)")
     return tuple(dict.fromkeys(names))
