@@ -283,3 +283,15 @@ sys.exit(main(sys.argv[1:]))
     restarted = run_cli(*args, "--out", str(run), "--auto-resume")
     assert restarted.returncode == 0, restarted.stderr
     assert losses(run) == losses(tmp_path / "ref")
+
+
+@pytest.mark.parametrize("minutes, saved", [(1e-7, [4, 8, 12]), (0.0, [12])])
+def test_a_checkpoint_is_also_saved_after_ckpt_every_min_of_training(tmp_path, one_thread, minutes, saved):
+    # ckpt_every far beyond the run: only the minute rule (checked at log steps) or the end saves; a kill
+    # without warning then loses at most about train.ckpt_every_min of work. 0 turns the rule off.
+    run = tmp_path / "run"
+    train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.max_steps=12", "train.log_every=4",
+                                     "train.ckpt_every=400", "train.keep_last=5",
+                                     f"train.ckpt_every_min={minutes}"]), run)
+    kept = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*"))
+    assert kept == saved

@@ -97,6 +97,7 @@ def _check_train(cfg: Config) -> None:
         _require(cfg.optim.warmup_epochs < t.epochs, "optim.warmup_epochs", cfg.optim.warmup_epochs,
                  f"need fewer warm-up epochs than train.epochs={t.epochs}")
     _positive("train.time_limit_min", t.time_limit_min, allow_zero=True)
+    _positive("train.ckpt_every_min", t.ckpt_every_min, allow_zero=True)
     _require(all(0.0 <= m <= 1.0 for m in t.ema) and t.ema[0] <= t.ema[1], "train.ema", list(t.ema),
              "need [start, end] momenta with 0 <= start <= end <= 1")
     _require(bool(DEVICE.match(t.device)), "train.device", t.device, "choose auto, cpu, cuda, cuda:N or mps")

@@ -151,6 +151,9 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 500  # periodic evaluation on the validation split; 0 disables
     ckpt_every: int = 500
+    # > 0: also save checkpoints/last at the first log step this many minutes of training after the last save,
+    # so a kill that gives no warning (SIGKILL, a lost machine) costs at most about this much work
+    ckpt_every_min: float = 10.0
     keep_last: int = 1  # > 1: also keep the newest keep_last checkpoints as checkpoints/step_NNNNNNN (+ best)
     num_threads: int = 0  # CPU intra-op threads; 0 = torch default
     progress: bool = True

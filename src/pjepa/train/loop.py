@@ -114,6 +114,7 @@ class Trainer:
         self.state = RunState()
         self.monitor: StepMonitor | None = None
         self._window: dict[str, Any] = {}
+        self._saved_at = time.perf_counter()  # perf_counter of the last save of ``last`` (``train.ckpt_every_min``)
         if resume:
             self._restore()
         self.model = self._wrap(self.method)
@@ -270,6 +271,7 @@ class Trainer:
         monitor = self.monitor = StepMonitor(self.device, check_grads=not self.scaler.is_enabled())
         monitor.load_state(self._window)
         t_start, wall0 = time.perf_counter(), self.state.wall_seconds
+        self._saved_at = t_start
         bar = tqdm(total=self.total, initial=self.state.step, disable=not (info.is_main and c.train.progress),
                    desc="train", dynamic_ncols=True, mininterval=1.0)
         step, last, signalled = self.state.step, {}, False
@@ -282,12 +284,16 @@ class Trainer:
             monitor.add(batch, out)
             step = self.state.step = step + 1
             bar.update(1)
-            time_up = c.train.time_limit_min > 0 and time.perf_counter() - t_start > 60 * c.train.time_limit_min
+            now = time.perf_counter()
+            time_up = c.train.time_limit_min > 0 and now - t_start > 60 * c.train.time_limit_min
             signalled = self.signals.received is not None
-            if info.enabled:  # every rank stops at the same step: rank 0's view, every 10 steps
+            # checked at log steps only: a save there needs no half-logged window in the checkpoint
+            save_due = log_now and c.train.ckpt_every_min > 0 and now - self._saved_at > 60 * c.train.ckpt_every_min
+            if info.enabled:  # every rank stops (and saves) at the same step: rank 0's view, every 10 steps
                 sync_now = log_now or step % 10 == 0
                 time_up = broadcast_flag(time_up, self.device) if sync_now else False
                 signalled = broadcast_flag(signalled, self.device) if sync_now else False
+                save_due = broadcast_flag(save_due, self.device) if log_now else False
             time_up = time_up or signalled
             if not (log_now or time_up):
                 continue
@@ -305,7 +311,8 @@ class Trainer:
             # else: a signal mid-window: the window's sums go into the checkpoint (``_train_state``) and the
             # resumed run logs the whole window at its end, as an uninterrupted run does
             # on a signal: save only (a scheduler's grace period is short), no periodic evaluation
-            self._maybe_eval_and_save(step, force=time_up or step == self.total, evaluate=not signalled)
+            self._maybe_eval_and_save(step, force=time_up or step == self.total, evaluate=not signalled,
+                                      save=save_due)
             if signalled:
                 if info.is_main:
                     print(f"\n[pjepa] {self.signals.name or 'stop signal'} at step {step}: saved checkpoints/last. "
@@ -333,7 +340,9 @@ class Trainer:
                   f"{len(self.evaluator.query_idx)} queries of {self.splits.val.split})", flush=True)
         return res
 
-    def _maybe_eval_and_save(self, step: int, force: bool, evaluate: bool = True) -> None:
+    def _maybe_eval_and_save(self, step: int, force: bool, evaluate: bool = True, save: bool = False) -> None:
+        """Evaluate every ``train.eval_every`` steps (and at ``force``); save ``last`` every ``train.ckpt_every``
+        steps, at ``force``, and when ``save`` (``train.ckpt_every_min`` passed since the last save)."""
         c = self.cfg
         do_eval = evaluate and c.train.eval_every > 0 and (step % c.train.eval_every == 0 or force)
         if do_eval and self.info.is_main:
@@ -341,8 +350,9 @@ class Trainer:
             if res.get("knn/top1_weighted", -math.inf) > self.state.best_knn:
                 self.state.best_knn = res["knn/top1_weighted"]
                 self._save("best")
-        if force or step % c.train.ckpt_every == 0:
+        if force or save or step % c.train.ckpt_every == 0:
             self._save("last")
+            self._saved_at = time.perf_counter()
             if self.info.is_main:
                 keep_history(self.run_dir / "checkpoints", step, c.train.keep_last)
         barrier()
