@@ -179,6 +179,8 @@ def test_a_baseline_rated_by_two_runs_of_one_seed_counts_once(tmp_path):
     rows = table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     base, = [r for r in rows if r["method"] == "baseline"]
     assert base["n"] == 2 and base["seeds"] == "0,1" and base["knn"] == 29.0
+    base, = [r for r in table_rows([tmp_path / "c", tmp_path / "a"]) if r["method"] == "baseline"]
+    assert base["seeds"] == "0,1"  # listed in seed order, not the order the runs were given in
     # a protocol only the second run of seed 0 rated (its linear probe) is kept, not dropped with the repeat
     (tmp_path / "b" / "eval" / "linear_random_init.json").write_text(json.dumps({"top1": 38.0}))
     base, = [r for r in table_rows([tmp_path / "a", tmp_path / "b"]) if r["method"] == "baseline"]

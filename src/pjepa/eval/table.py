@@ -169,6 +169,12 @@ def _key(run: Run, *drop: tuple[str, ...]) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+def _seed_order(row: dict[str, Any]) -> tuple[int, int, str]:
+    """Integer seeds in numeric order, anything else after them."""
+    seed = row.get("seed")
+    return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
+
+
 def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with equal ``_key`` -> one row: numbers averaged (+ ``<col>_std``), ``n`` and ``seeds``."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -176,6 +182,7 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(r["_key"], []).append(r)
     out = []
     for members in groups.values():
+        members = sorted(members, key=_seed_order)  # "seeds 0,1,2" and the row named after the lowest
         row = {c: members[0].get(c) for c in ("run", *BUDGET)}
         if len(members) > 1 and row["method"] != "baseline":  # "ijepa_s0" + "ijepa_s1" -> "ijepa_s*"
             row["run"] = re.sub(r"(?<=[_-]s)(eed)?\d+$", "*", members[0]["run"])
