@@ -89,3 +89,16 @@ def test_a_mistyped_option_gets_the_subcommands_usage_and_the_closest_option(cap
         main(["train", "--confg", "smoke"])
     err = capsys.readouterr().err
     assert "--confg: did you mean --config?" in err and "required" not in err
+
+
+def test_a_mistyped_subcommand_is_named_before_the_options_after_it(capsys):
+    from pjepa.cli.main import main
+
+    with pytest.raises(SystemExit) as e:  # argparse alone says "unrecognized arguments: --run"
+        main(["eval", "knnn", "--run", "r"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'knnn'" in err and "did you mean 'knn'" in err
+    assert "--run" not in err.splitlines()[-1]
+    with pytest.raises(SystemExit):
+        main(["trian", "--config", "smoke"])
+    assert "invalid choice: 'trian'" in capsys.readouterr().err

@@ -385,17 +385,38 @@ def _unknown_long_options(parser: argparse.ArgumentParser, argv: list[str]) -> l
     """The `--options` typed that the (sub)command they follow does not have.
 
     Checked before argparse runs: a mistyped required option (`train --confg X`) would otherwise
-    end in "one of the arguments --config --resume is required", which hides the typo."""
-    current, unknown = parser, []
+    end in "one of the arguments --config --resume is required", which hides the typo. A word typed
+    where a subcommand goes that names none exits here too (`_unknown_subcommand`)."""
+    current, unknown, expect_sub = parser, [], True
     for token in argv:
         if token == "--":  # everything after it is positional
             break
         sub = _subcommand(current, token)
         if sub is not None:
-            current = sub
-        elif token.startswith("--") and not any(o.startswith(token.split("=")[0]) for o in current._option_string_actions):
+            current, expect_sub = sub, True
+            continue
+        if expect_sub and not token.startswith("-"):
+            _unknown_subcommand(current, token)  # `eval knnn --run X`: name the word, not the options after it
+        expect_sub = False
+        if token.startswith("--") and not any(o.startswith(token.split("=")[0]) for o in current._option_string_actions):
             unknown.append(token)  # (a prefix of a valid option is argparse's abbreviation: left to it)
     return unknown
+
+
+def _unknown_subcommand(parser: argparse.ArgumentParser, token: str) -> None:
+    """Exit 2 if `parser` takes a subcommand and `token` (the word typed where it goes) is not one of them.
+
+    argparse itself would first report the options after the bad word as unrecognized, which sends the
+    user after the wrong mistake (`pjepa eval knnn --run X` -> "unrecognized arguments: --run")."""
+    import difflib
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs or token in subs[0].choices:
+        return
+    choices = list(subs[0].choices)
+    close = difflib.get_close_matches(token, choices, n=2, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    parser.error(f"argument {subs[0].dest}: invalid choice: {token!r} (choose from {', '.join(choices)}){hint}")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
