@@ -232,3 +232,9 @@ def test_runs_of_one_name_in_different_sweeps_are_named_by_their_folder(tmp_path
     _run(tmp_path / "flow" / "other", "flow", 1, 42.0)
     rows = table_rows([tmp_path / "mdn", tmp_path / "flow"])
     assert [r["run"] for r in rows] == ["mdn/cpu_seed0", "flow/cpu_s*"]  # a group keeps its first member's name
+
+
+def test_a_spread_is_written_at_its_means_precision():
+    # a percentage's spread to 2 decimals like the mean; a small score (a loss) keeps 3 significant digits
+    assert cell({"knn": 45.14, "knn_std": 0.0473}, "knn") == "45.14 ± 0.05"
+    assert cell({"knn": 0.0095, "knn_std": 0.00123}, "knn") == "0.0095 ± 0.00123"

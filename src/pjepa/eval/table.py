@@ -328,7 +328,10 @@ def _fmt(v: Any) -> str:
 def cell(row: dict[str, Any], col: str) -> str:
     """``mean ± std``; ``(n=k)`` after it when fewer of the group's runs than ``n`` have this score."""
     std, k = row.get(f"{col}_std"), row.get(f"{col}_n")
-    text = _fmt(row.get(col)) + (f" ± {_fmt(std)}" if std is not None and col in SCORES else "")
+    mean = row.get(col)
+    # the spread at the mean's precision (`45.14 ± 0.05`, not `± 0.0473`); small means keep 3 significant digits
+    spread = f"{std:.2f}" if isinstance(std, float) and isinstance(mean, float) and abs(mean) >= 0.1 else _fmt(std)
+    text = _fmt(mean) + (f" ± {spread}" if std is not None and col in SCORES else "")
     partial = row.get(col) is not None and isinstance(k, int) and isinstance(row.get("n"), int) and k < row["n"]
     return text + (f" (n={k})" if partial else "")
 
