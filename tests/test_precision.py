@@ -32,13 +32,15 @@ def probe(monkeypatch, cache):
 
     class Fake:
         ratio: float | None = 3.0
+        busy: bool = False  # as a probe on a busy machine reports it (measured on one thread)
         calls: list[tuple[int, int, int, int]] = []
 
         def __call__(self, m, k, n, threads):
             self.calls.append((m, k, n, threads))
             if self.ratio is None:
                 return ProbeResult(False, 0.0, 0.0, 0.0, (m, k, n), threads)
-            return ProbeResult(True, self.ratio, 1.0 * self.ratio, 1.0, (m, k, n), threads)
+            return ProbeResult(True, self.ratio, 1.0 * self.ratio, 1.0, (m, k, n), threads,
+                               0.4 if self.busy else 1.0, self.busy)
 
     fake = Fake()
     fake.calls = []
@@ -128,6 +130,28 @@ def test_the_cache_is_written_reused_and_keyed_by_shape_and_threads(probe, cache
     entries = json.loads(cache.read_text())["entries"]
     assert len(entries) == 3 and all(precision.cpu_model() in key for key in entries)
     assert {tuple(e["shape"]) for e in entries.values()} == {(1024, 128, 512), (1024, 384, 1536)}
+
+
+def test_a_busy_machines_probe_is_a_one_thread_probe_and_is_not_cached(probe, cache):
+    probe.busy = True
+    first = resolve_precision("auto", CPU, width=128, threads=2)
+    assert first.name == "bf16" and "busy" in first.reason and "40 %" in first.reason and "not cached" in first.reason
+    assert "1 threads" in first.reason  # the ratio shown is the 1-thread one
+    probe.busy = False  # quiet now: measured again, and this answer is cached
+    again = resolve_precision("auto", CPU, width=128, threads=2)
+    assert len(probe.calls) == 2 and "measured now" in again.reason and "2 threads" in again.reason
+    resolve_precision("auto", CPU, width=128, threads=2)
+    assert len(probe.calls) == 2
+
+
+def test_the_real_probe_falls_back_to_one_thread_below_the_busy_share(monkeypatch):
+    monkeypatch.setattr(precision, "BUSY_SHARE", 1.01)  # every multi-thread probe counts as busy
+    r = probe_cpu_bf16(128, 16, 64, threads=2)
+    assert r.busy and r.threads == 2 and 0 < r.cpu_share <= 1.0
+    if r.supported:
+        assert r.ratio > 0 and r.fp32_ms > 0
+    monkeypatch.setattr(precision, "BUSY_SHARE", 0.0)  # never busy: the 2-thread wall-time rounds decide
+    assert not probe_cpu_bf16(128, 16, 64, threads=2).busy
 
 
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"version": 1, "entries": {"k": 3}}', "\xff\xfe"])

@@ -15,9 +15,15 @@ with it the probe read 1.56x at 2 quiet threads and 1.74-1.96x at 1 thread for w
 step ran 1.56-1.73x and 1.72x (``BENCHMARKS.md``, CPU step speed). bf16 needs a clear margin,
 ``ratio >= BF16_MIN_RATIO`` = 1.3, for what the block leaves out; fp32 otherwise (an Intel Xeon without
 AMX, bf16 matmul 0.6x, stays far below). The ratio is the median of alternating fp32 / bf16 rounds (CPU
-time with one thread, so other processes on the core do not count). A probe near the threshold can go
-either way on a busy machine: the cache keeps the first answer, and an explicit ``train.precision``
-decides for certain.
+time with one thread, so other processes on the core do not count).
+
+A probe with more than one thread is timed in wall time, which another process on the cores distorts
+beyond repair: on a 2-core Xeon whose bf16 block runs 1.92x fp32 at 1 thread, a 2-thread probe beside a
+1-thread training run read 0.68x (fp32 333 ms against 12 ms quiet) and chose fp32. So the probe also
+measures the CPU share it got (process CPU time / (wall time x threads)); below ``BUSY_SHARE`` = 0.8
+the machine was busy and the ratio comes from a 1-thread probe in CPU time instead, which load does not
+move, and is not cached (a later run on a quiet machine measures again). An explicit
+``train.precision`` decides for certain.
 
 The rule, for ``resolve_precision(requested, device, width, threads)``:
 
@@ -65,7 +71,11 @@ PROBE_TOKENS = 64  # tokens per sequence (a 32 px image at patch 4, a 64 px imag
 PROBE_ROUNDS = 3  # at least this many alternating fp32 / bf16 pairs
 PROBE_SECONDS = 1.0  # more pairs (up to 3 x PROBE_ROUNDS) while the probe has taken less than this
 ROUND_SECONDS = 0.01  # each round repeats the step for about this long
-CACHE_VERSION = 2  # 2: the probe block attends through models.vit.attention (bf16 on CPU without the fused kernel)
+#: A multi-thread probe that got less than this share of its threads' CPU time ran on a busy machine.
+BUSY_SHARE = 0.8
+# 2: the probe block attends through models.vit.attention (bf16 on CPU without the fused kernel);
+# 3: busy multi-thread probes are measured on one thread and not cached (drops entries a busy probe wrote)
+CACHE_VERSION = 3
 NAMES = ("fp32", "bf16", "fp16")
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_ne_convert")
@@ -81,6 +91,8 @@ class ProbeResult:
     bf16_ms: float
     shape: tuple[int, int, int]
     threads: int
+    cpu_share: float = 1.0  # process CPU time / (wall time x threads) over the multi-thread rounds
+    busy: bool = False  # cpu_share < BUSY_SHARE: ratio, fp32_ms, bf16_ms are a 1-thread probe's
 
 
 @dataclass(frozen=True)
@@ -174,8 +186,10 @@ def probe_cpu_bf16(m: int, k: int, n: int, threads: int) -> ProbeResult:
     fp32 / bf16 rounds (each about ``ROUND_SECONDS``; at least ``PROBE_ROUNDS`` pairs, more while the
     total stays under ``PROBE_SECONDS``); the ratio is the median of the pairs' ratios, robust to a
     machine whose load changes. With one thread the rounds are timed in CPU time (other processes on a
-    shared core do not count), else in wall time. Also checks that a bf16 matmul runs at all. About 1 s
-    at width 128 and 2-3 s at width 384 on a busy 2-core Zen 4 (once per machine: see ``cached_probe``)."""
+    shared core do not count), else in wall time, and if the rounds got less than ``BUSY_SHARE`` of the
+    threads' CPU time the result is a 1-thread probe's (``busy``). Also checks that a bf16 matmul runs at
+    all. About 1 s at width 128 and 2-3 s at width 384 on a busy 2-core Zen 4 (once per machine: see
+    ``cached_probe``)."""
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -199,13 +213,17 @@ def probe_cpu_bf16(m: int, k: int, n: int, threads: int) -> ProbeResult:
         reps = max(1, min(100, round(ROUND_SECONDS / max(_seconds(step, False, 1, clock), 1e-6))))
         t32: list[float] = []
         t16: list[float] = []
-        t0 = clock()
+        t0, cpu0, wall0 = clock(), time.process_time(), time.perf_counter()
         while len(t32) < PROBE_ROUNDS or (len(t32) < 3 * PROBE_ROUNDS and clock() - t0 < PROBE_SECONDS):
             t32.append(_seconds(step, False, reps, clock))
             t16.append(_seconds(step, True, reps, clock))
+        share = min(1.0, (time.process_time() - cpu0) / max(1e-9, (time.perf_counter() - wall0) * threads))
+        if threads > 1 and share < BUSY_SHARE:  # wall times on a busy machine: ask one thread's CPU time instead
+            one = probe_cpu_bf16(m, k, n, 1)
+            return ProbeResult(one.supported, one.ratio, one.fp32_ms, one.bf16_ms, (m, k, n), threads, share, True)
         ratio = statistics.median(a / b for a, b in zip(t32, t16))
         return ProbeResult(True, ratio, 1e3 * statistics.median(t32), 1e3 * statistics.median(t16), (m, k, n),
-                           threads)
+                           threads, share if threads > 1 else 1.0)
     finally:
         torch.set_num_threads(before)
 
@@ -263,13 +281,16 @@ def _from_entry(entry: Any) -> ProbeResult | None:
 
 def cached_probe(m: int, k: int, n: int, threads: int) -> tuple[ProbeResult, bool]:
     """(the probe result for this machine and shape, whether it came from the cache). Measures and writes
-    the cache on a miss; a cache that cannot be written is only a warning."""
+    the cache on a miss, unless the machine was busy (``ProbeResult.busy``: the next run measures again);
+    a cache that cannot be written is only a warning."""
     path, key = cache_path(), cache_key(m, k, n, threads)
     entries = _read_cache(path)
     hit = _from_entry(entries.get(key))
     if hit is not None:
         return hit, True
     res = probe_cpu_bf16(m, k, n, threads)
+    if res.busy:
+        return res, False
     entries[key] = {**asdict(res), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,10 +323,14 @@ def resolve_precision(requested: str, device: torch.device, width: int, threads:
     m, k, n = probe_shape(width)
     res, cached = cached_probe(m, k, n, threads)
     where = f"{'cached in' if cached else 'measured now, cached in'} {cache_path()}"
+    if res.busy:
+        where = (f"measured on 1 thread in CPU time: the machine was busy (the {threads}-thread probe got "
+                 f"{100 * res.cpu_share:.0f} % of its CPU time); not cached")
     if not res.supported:
         return _resolved("fp32", device, f"CPU bf16 matmul unsupported; {where}", requested)
     name = "bf16" if res.ratio >= BF16_MIN_RATIO else "fp32"
-    reason = (f"CPU bf16 block {res.ratio:.2f}x fp32 (width {k}, MLP {n}, {m} tokens, {threads} threads; "
+    reason = (f"CPU bf16 block {res.ratio:.2f}x fp32 (width {k}, MLP {n}, {m} tokens, {1 if res.busy else threads} "
+              f"threads; "
               f"bf16 needs >= {BF16_MIN_RATIO}x); {where}")
     return _resolved(name, device, reason, requested)
 
