@@ -2,8 +2,8 @@
 # The Tiny ImageNet-100 CPU head table (issue 13 item 3): configs/tin100/cpu.yaml with each head at
 # equal epochs (the preset's 10), seeds 0 and 1, no wall-time cap; the head options are those of the
 # CIFAR-10 CPU head presets (configs/cifar10/{mdn,autoregressive,flow,flow_matching,diffusion}.yaml).
-# kNN@1 on the validation split (choices) and the reported split; after it, the context (student)
-# encoder too, as the Probabilistic-JEPA report rates it. The untrained-encoder and raw-pixel rows come
+# kNN@1 on the validation split (choices) and the reported split, and of the context (student) encoder
+# too (knn_context), as the Probabilistic-JEPA report rates it; pjepa table shows both votes of both. The untrained-encoder and raw-pixel rows come
 # from the deterministic runs (benchmarks/results/tin100-cpu{,-s1}): same data, ViT and seeds, so the
 # same baselines (pjepa table counts one per seed); BASELINES=1 rates them again in every run (~4 min each).
 #   bash benchmarks/tin100_heads_sweep.sh [ROOT] [extra overrides...]    # HEADS="mdn flow" for a subset
@@ -29,11 +29,7 @@ set_options() {  # OPTS: the head overrides of one row
 HEADS=${HEADS:-"mdn autoregressive flow diffusion"}
 for head in $HEADS; do
   set_options "$head"
-  .venv/bin/pjepa sweep --config tin100/cpu --out "$ROOT/$head" --eval knn_val,knn ${BASELINES:+--baselines} ${DRY_RUN:+--dry-run} \
-    train.seed=0,1 train.time_limit_min=0 train.progress=false "${OPTS[@]}" "$@"
-  [ -n "${DRY_RUN:-}" ] && continue
-  for run in "$ROOT/$head"/*/; do
-    [ -f "$run/eval/knn_context.json" ] || .venv/bin/pjepa eval knn --run "$run" --encoder context
-  done
+  .venv/bin/pjepa sweep --config tin100/cpu --out "$ROOT/$head" --eval knn_val,knn,knn_context ${BASELINES:+--baselines} \
+    ${DRY_RUN:+--dry-run} train.seed=0,1 train.time_limit_min=0 train.progress=false "${OPTS[@]}" "$@"
 done
 [ -n "${DRY_RUN:-}" ] || .venv/bin/pjepa table benchmarks/results/tin100-cpu/cpu_seed0 benchmarks/results/tin100-cpu-s1/cpu "$ROOT"/* --format md

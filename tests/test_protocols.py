@@ -115,6 +115,15 @@ def test_whitened_knn_has_its_own_files_for_the_encoder_and_the_baselines(tiny_r
     assert raw is None or raw.get("features", "raw") == "raw"  # the unwhitened result is a different file
 
 
+def test_knn_of_the_context_encoder_is_the_file_the_sweeps_knn_context_reads(tiny_run, one_thread):
+    from pjepa.sweep.state import eval_current
+
+    assert main(["eval", "knn", "--run", str(tiny_run), "--encoder", "context"]) == 0
+    r = json.loads((tiny_run / "eval" / "knn_context.json").read_text())
+    assert r["encoder"] == "context" and 0 <= r["top1_majority"] <= 100
+    assert eval_current(tiny_run, "knn_context")  # `pjepa sweep --eval knn_context` skips it now
+
+
 def test_finetune_protocol_trains_and_labels_from_scratch(tiny_run, one_thread):
     assert main(["eval", "finetune", "--run", str(tiny_run), "--epochs", "1", "--batch-size", "32"]) == 0
     r = json.loads((tiny_run / "eval" / "finetune.json").read_text())

@@ -209,6 +209,10 @@ def test_a_job_trains_with_auto_resume_then_evaluates(tmp_path):
                            "knn_pixels_white"]  # whitened kNN: its baselines whitened too
     assert white["knn_pixels_white"][3:] == ["eval", "knn", "--run", str(tmp_path / "s" / "head.name-deterministic"),
                                              "--pixels", "--whiten"]
+    context = dict(point_jobs(plan, ("knn", "knn_context"), baselines=True)[0].eval_commands())
+    assert list(context) == ["knn", "knn_context", "knn_random_init", "knn_pixels"]  # no baseline has a student
+    assert context["knn_context"][3:] == ["eval", "knn", "--run", str(tmp_path / "s" / "head.name-deterministic"),
+                                          "--encoder", "context"]
     again = pickle.loads(pickle.dumps(SweepJob(job)))
     assert again.job == job and again.job.train_command() == job.train_command()
     params = SlurmOptions(partition="gpu", time_min=60, gpus=2, cpus=4).parameters()

@@ -136,6 +136,21 @@ def test_the_validation_knn_has_its_own_column(tmp_path):
     assert "knn_val" in to_markdown([row]).splitlines()[0]
 
 
+def test_the_context_encoders_knn_has_its_own_columns_both_votes(tmp_path):
+    """``pjepa eval knn --encoder context`` writes eval/knn_context.json: the report's protocol (student encoder),
+    shown with both votes beside the target encoder's; a run without it leaves the cell empty, not zero."""
+    for name, seed, knn, ctx in [("a", 0, 40.0, (44.0, 42.0)), ("b", 1, 41.0, (46.0, 43.0)), ("c", 2, 42.0, None)]:
+        _run(tmp_path / name, "deterministic", seed, knn)
+        if ctx:
+            (tmp_path / name / "eval" / "knn_context.json").write_text(
+                json.dumps({"top1_weighted": ctx[0], "top1_majority": ctx[1], "encoder": "context"}))
+    row, = table_rows([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert (row["knn_context"], row["knn_context_majority"], row["knn_context_n"]) == (45.0, 42.5, 2)
+    assert cell(row, "knn_context") == "45.00 ± 1.41 (n=2)"
+    header = to_markdown([row]).splitlines()[0]
+    assert "knn_context" in header and "knn_context_majority" in header
+
+
 
 def test_runs_group_by_the_precision_they_resolved_to_not_the_one_requested(tmp_path):
     """A run from before ``train.precision=auto`` (config says bf16, trained on a CPU: fp32) and an ``auto`` run

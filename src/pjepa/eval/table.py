@@ -38,13 +38,13 @@ from pjepa.methods import METHODS
 from pjepa.runs import Run, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
-SCORES = ["knn", "knn_majority", "knn_val", "knn_white", "knn_val_white", "linear", "linear_last4", "lowshot_1",
+SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white", "linear", "linear_last4", "lowshot_1",
           "lowshot_10", "finetune", "nll", "point_cos", "sample_spread", "sample_s_per_1000"]
 COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
 BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
 #: Columns the noise test may compare on, in order of preference (all: higher is better).
 NOISE_SCORES = ["knn", "knn_majority", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "knn_val",
-                "knn_white", "knn_val_white"]
+                "knn_white", "knn_val_white", "knn_context", "knn_context_majority"]
 
 
 def expand_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -99,11 +99,14 @@ def _scores(run: Run, suffix: str = "") -> dict[str, Any]:
     low, ft = run.eval_result("lowshot" + suffix), run.eval_result("finetune" + suffix)
     knn_val = run.eval_result("knn" + suffix + "_val")  # validation queries: the number choices read
     white, val_white = run.eval_result("knn" + suffix + "_white"), run.eval_result("knn" + suffix + "_val_white")
+    # `pjepa eval knn --encoder context`: the student, as the Probabilistic-JEPA report rates it
+    context = run.eval_result("knn" + suffix + "_context")
     probes = (lin or {}).get("probes", {})
     deep = [v for k, v in probes.items() if k.startswith("last") and k != "last"]
     fractions = (low or {}).get("fractions", {})
     return {
         "knn": knn and knn["top1_weighted"], "knn_majority": knn and knn["top1_majority"],
+        "knn_context": context and context["top1_weighted"], "knn_context_majority": context and context["top1_majority"],
         "knn_val": knn_val and knn_val["top1_weighted"],
         "knn_white": white and white["top1_weighted"], "knn_val_white": val_white and val_white["top1_weighted"],
         "linear": lin and lin["top1"], "linear_last4": deep[0]["top1"] if deep else None,

@@ -30,9 +30,10 @@ BASELINE_PROTOCOLS = ("knn", "knn_white", "linear")
 BASELINES = (("random_init", "--random-init"), ("pixels", "--pixels"))
 #: Variants of a protocol under their result's file stem: ``--eval knn_val`` runs ``pjepa eval knn --split val``
 #: (result ``eval/knn_val.json``: the validation split, for choices); ``knn_white`` whitens the features
-#: (``eval/knn_white.json``), ``knn_val_white`` both.
+#: (``eval/knn_white.json``), ``knn_val_white`` both; ``knn_context`` rates the context (student) encoder
+#: (``eval/knn_context.json``), as the Probabilistic-JEPA report does.
 DERIVED_EVALS = {"knn_val": ("knn", "--split", "val"), "knn_white": ("knn", "--whiten"),
-                 "knn_val_white": ("knn", "--split", "val", "--whiten")}
+                 "knn_val_white": ("knn", "--split", "val", "--whiten"), "knn_context": ("knn", "--encoder", "context")}
 
 
 def baseline_evals(protocols: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[str, ...]]]:
