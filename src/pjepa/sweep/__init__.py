@@ -43,7 +43,7 @@ def check_protocols(names: list[str]) -> tuple[str, ...]:
         raise ConfigError(f"--eval {','.join(names)}: unknown protocol {unknown[0]!r}"
                           + (f", did you mean {close[0]!r}?" if close else "") + " "
                           f"(protocols: {', '.join(known)}; knn_val = kNN on the validation split, "
-                          "knn_white = kNN on whitened features)")
+                          "knn_white = kNN on whitened features, knn_context = kNN of the context encoder)")
     return tuple(dict.fromkeys(names))
 
 
