@@ -38,8 +38,9 @@ from pjepa.methods import METHODS
 from pjepa.runs import Run, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
-SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white", "linear", "linear_last4", "lowshot_1",
-          "lowshot_10", "finetune", "nll", "point_cos", "sample_spread", "sample_s_per_1000"]
+SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white",
+          "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "nll", "point_cos", "sample_spread",
+          "sample_s_per_1000"]
 COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
 BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
 #: Columns the noise test may compare on, in order of preference (all: higher is better).

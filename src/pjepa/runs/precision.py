@@ -19,7 +19,7 @@ time with one thread, so other processes on the core do not count).
 
 A probe with more than one thread is timed in wall time, which another process on the cores distorts
 beyond repair: on a 2-core Xeon whose bf16 block runs 1.92x fp32 at 1 thread, a 2-thread probe beside a
-1-thread training run read 0.68x (fp32 333 ms against 12 ms quiet) and chose fp32. So the probe also
+1-thread training run read 0.68x (fp32 334 ms a block against 7 ms on 2 quiet threads) and chose fp32. So the probe also
 measures the CPU share it got (process CPU time / (wall time x threads)); below ``BUSY_SHARE`` = 0.8
 the machine was busy and the ratio comes from a 1-thread probe in CPU time instead, which load does not
 move, and is not cached (a later run on a quiet machine measures again). An explicit
