@@ -3,8 +3,8 @@
 # equal epochs (the preset's 10), seeds 0 and 1, no wall-time cap; the head options are those of the
 # CIFAR-10 CPU head presets (configs/cifar10/{mdn,autoregressive,flow,flow_matching,diffusion}.yaml).
 # kNN@1 on the validation split (choices) and the reported split, and of the context (student) encoder
-# too (knn_context), as the Probabilistic-JEPA report rates it; pjepa table shows both votes of both. The untrained-encoder and raw-pixel rows come
-# from the deterministic runs (benchmarks/results/tin100-cpu{,-s1}): same data, ViT and seeds, so the
+# too (knn_context), as the Probabilistic-JEPA report rates it; pjepa table shows both votes of both.
+# The untrained-encoder and raw-pixel rows come from the deterministic runs (benchmarks/results/tin100-cpu{,-s1}): same data, ViT and seeds, so the
 # same baselines (pjepa table counts one per seed); BASELINES=1 rates them again in every run (~4 min each).
 #   bash benchmarks/tin100_heads_sweep.sh [ROOT] [extra overrides...]    # HEADS="mdn flow" for a subset
 # DRY_RUN=1: check every config and print the grids. Resumable: rerun the same command after an interruption. Table: pjepa table ROOT/*

@@ -151,7 +151,6 @@ def test_the_context_encoders_knn_has_its_own_columns_both_votes(tmp_path):
     assert "knn_context" in header and "knn_context_majority" in header
 
 
-
 def test_runs_group_by_the_precision_they_resolved_to_not_the_one_requested(tmp_path):
     """A run from before ``train.precision=auto`` (config says bf16, trained on a CPU: fp32) and an ``auto`` run
     that resolved to fp32 are one group; an ``auto`` run that resolved to bf16 is another."""

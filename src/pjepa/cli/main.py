@@ -375,10 +375,15 @@ COMMANDS = {
 }
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    """`parser`'s subcommands (the action holding them), or None for a parser without any."""
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
 def _subcommand(parser: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
     """The subparser `token` names under `parser`, or None."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return subs[0].choices.get(token) if subs else None
+    subs = _subparsers(parser)
+    return subs.choices.get(token) if subs else None
 
 
 def _unknown_long_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
@@ -410,13 +415,13 @@ def _unknown_subcommand(parser: argparse.ArgumentParser, token: str) -> None:
     user after the wrong mistake (`pjepa eval knnn --run X` -> "unrecognized arguments: --run")."""
     import difflib
 
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs or token in subs[0].choices:
+    subs = _subparsers(parser)
+    if subs is None or token in subs.choices:
         return
-    choices = list(subs[0].choices)
+    choices = list(subs.choices)
     close = difflib.get_close_matches(token, choices, n=2, cutoff=0.6)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    parser.error(f"argument {subs[0].dest}: invalid choice: {token!r} (choose from {', '.join(choices)}){hint}")
+    parser.error(f"argument {subs.dest}: invalid choice: {token!r} (choose from {', '.join(choices)}){hint}")
 
 
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
