@@ -50,7 +50,8 @@ def test_checking_fills_every_plugin_option_with_its_default():
     cfg = check_config(build_config(None, ["head.name=mdn", "head.options.components=3"]))
     assert cfg.head.options["components"] == 3 and cfg.head.options["min_scale"] == 0.01
     assert cfg.mask.options["num_targets"] == 4
-    assert cfg.method.options == {"target_norm": True, "var_weight": 0.0, "cov_weight": 0.0}
+    assert cfg.method.options == {"target_norm": True, "target": "ema"}
+    assert cfg.reg.name == "none" and cfg.reg.options == {}
     assert cfg.data.options["num_classes"] == 10
 
 

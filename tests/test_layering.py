@@ -16,7 +16,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pjepa"
 BASE = {"config", "registry", "errors", "utils", "presets", "schedules", "profiling", "__init__", "__main__"}
-BLOCKS = {"data", "masking", "models", "heads"}
+BLOCKS = {"data", "masking", "models", "heads", "regularisers"}
 ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "sweep", "cli"}
 FORBIDDEN: dict[str, set[str]] = {
     **{b: ABOVE for b in BASE - {"__main__"}},

@@ -29,7 +29,7 @@ VARIANTS = {
     "njepa-shared": ["method.name=njepa", "method.options={share_predictor: true, noise: single}"],
     "njepa-token": ["method.name=njepa", "method.options={share_mask_token: true}"],
     "njepa-mdn": ["method.name=njepa", "head.name=mdn"],
-    "ijepa-vicreg": ["method.name=ijepa", "method.options={var_weight: 1.0, cov_weight: 0.04}"],
+    "ijepa-vicreg": ["method.name=ijepa", "reg.name=vicreg", "reg.options={var_weight: 1.0, cov_weight: 0.04, level: token}"],
     "mae-l1-pixels": ["method.name=mae", "method.options={loss: l1, norm_pix: false, decoder_dim: 16, "
                       "decoder_depth: 1, decoder_heads: 2}", "mask.name=random"],
 }
@@ -146,7 +146,7 @@ def test_stochastic_heads_draw_from_the_batch_generator(head):
 
 
 def test_encoder_variance_covariance_terms_add_to_the_loss(one_thread):
-    """method.options var_weight / cov_weight (C-JEPA): the step's loss is the head's loss plus the
+    """reg.name=vicreg at token level (C-JEPA): the step's loss is the head's loss plus the
     weighted VICReg terms of the context tokens, reported as reg/var and reg/cov."""
     from pjepa.heads.deterministic import covariance_loss, variance_loss
 

@@ -223,3 +223,63 @@ def test_table_groups_across_thread_count_and_a_cap_the_run_finished_within(tiny
     (tmp_path / "a_s2" / "run_info.json").write_text(json.dumps(info))
     rows = table_rows([tmp_path / d for d in ("a_s0", "a_s1", "a_s2")])
     assert [(r["seeds"], r["knn"]) for r in rows if r["method"] != "baseline"] == [("0,1", 42.0), ("2", 30.0)]
+
+
+def _without_validation(src, dst):
+    """A copy of run ``src`` whose config holds no validation split out (data.val_fraction=0): its splits' "val"
+    is then the reported split. No eval/ folder: features cached for the run with a validation split differ."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("eval"))
+    cfg = yaml.safe_load((dst / "config.yaml").read_text())
+    cfg["data"]["val_fraction"] = 0.0
+    (dst / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return dst
+
+
+def test_where_a_choice_was_made_names_the_split_it_read():
+    from pjepa.config import DataConfig
+    from pjepa.eval.protocols.base import choice_split, choice_split_short, choice_warning
+
+    held, none = DataConfig(val_fraction=0.1), DataConfig(val_fraction=0.0, eval_split="test")
+    assert (choice_split(held), choice_split(held, "best epoch")) == ("validation split", "validation split (best epoch)")
+    assert choice_split_short(held) == "val" and choice_warning(held, "the choice") is None
+    assert choice_split(none, "best epoch") == ("reported split (test, best epoch): no validation split held out "
+                                                "(data.val_fraction=0)")
+    assert choice_split_short(none) == "the reported split test"
+    assert choice_warning(none, "the choice of the lr").startswith(
+        "warning: data.val_fraction=0: no validation split was held out, so the choice of the lr was made on the "
+        "reported split (test)")
+
+
+def test_without_a_validation_split_the_probe_says_it_chose_on_the_reported_split(tiny_run, tmp_path, capsys,
+                                                                                    one_thread):
+    """data.val_fraction=0: the probe's grid and the kNN read for choices ran on the reported split; the results
+    record that split, never "validation split", and the protocols print a warning."""
+    run = _without_validation(tiny_run, tmp_path / "no_val")
+    assert main(["eval", "linear", "--run", str(run), "--epochs", "2"]) == 0
+    r = json.loads((run / "eval" / "linear.json").read_text())
+    out = capsys.readouterr().out
+    assert r["chosen_on"] == f"reported split ({r['split']}): no validation split held out (data.val_fraction=0)"
+    assert r["n_val"] == r["n_eval"]  # the "validation" features were the reported split's
+    assert r["warning"].startswith("warning: data.val_fraction=0: no validation split was held out")
+    assert out.splitlines()[0] == r["warning"]
+    assert f"chosen on the reported split {r['split']}: " in out and "chosen on val" not in out
+    assert main(["eval", "knn", "--run", str(run), "--split", "val"]) == 0
+    knn = json.loads((run / "eval" / "knn_val.json").read_text())
+    assert knn["selection_split"].startswith(f"reported split ({knn['split']})") and knn["val_fraction"] == 0.0
+    assert capsys.readouterr().out.startswith("warning: data.val_fraction=0")
+
+
+def test_with_a_validation_split_the_probe_says_it_chose_on_it(tiny_run, capsys, one_thread):
+    assert main(["eval", "linear", "--run", str(tiny_run), "--epochs", "1"]) == 0
+    r = json.loads((tiny_run / "eval" / "linear.json").read_text())
+    out = capsys.readouterr().out
+    assert r["chosen_on"] == "validation split" and r["warning"] is None
+    assert "warning" not in out and "chosen on val: " in out and r["n_val"] + r["n_train"] == 128
+    assert main(["eval", "knn", "--run", str(tiny_run), "--split", "val"]) == 0
+    knn = json.loads((tiny_run / "eval" / "knn_val.json").read_text())
+    assert knn["selection_split"] == "validation split" and knn["warning"] is None
+    assert "warning" not in capsys.readouterr().out

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pjepa.eval.stats import regularized_beta, t_cdf, t_two_sided_p, welch, welch_from_stats
+from pjepa.eval.stats import holm, regularized_beta, t_cdf, t_two_sided_p, welch, welch_from_stats
 
 
 @pytest.mark.parametrize("t, df, p", [
@@ -65,3 +65,41 @@ def test_against_scipy_where_installed():
     a, b = [rng.gauss(0, 1) for _ in range(4)], [rng.gauss(1, 3) for _ in range(7)]
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert welch(a, b).p == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_holm_worked_example():
+    """m = 4; sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; the running max makes
+    the last 0.06; back in the given order: 0.03, 0.06, 0.06, 0.02."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert holm([0.5, 0.4]) == [0.8, 0.8]  # 2 x 0.4, then max(0.8, 1 x 0.5)
+    assert holm([0.9, 0.6, 0.7]) == [1.0, 1.0, 1.0]  # capped at 1
+    assert holm([]) == []
+
+
+def test_holm_properties_on_random_families():
+    """Adjusted >= raw, <= 1, in the raw order (a smaller raw p never gets a larger adjusted one), between the
+    raw p and Bonferroni's m x p, and the smallest p always gets exactly min(1, m x p); m = 1 is the identity."""
+    rng = random.Random(0)
+    for _ in range(500):
+        m = rng.randint(1, 12)
+        p = [rng.random() ** rng.choice((1, 3, 8)) for _ in range(m)]
+        if rng.random() < 0.2:
+            p[rng.randrange(m)] = p[0]  # ties
+        adj = holm(p)
+        assert len(adj) == m and all(a_ <= 1.0 for a_ in adj)
+        assert all(raw <= a_ <= min(1.0, m * raw) for raw, a_ in zip(p, adj))
+        assert all(adj[i] <= adj[j] for i in range(m) for j in range(m) if p[i] <= p[j])
+        assert min(adj) == min(1.0, m * min(p))
+        if m == 1:
+            assert adj == p
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="p-value must be in"):
+            holm([0.01, bad])
+
+
+def test_holm_against_statsmodels_where_installed():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = random.Random(1)
+    for m in (2, 5, 10):
+        p = [rng.random() ** 3 for _ in range(m)]
+        assert holm(p) == pytest.approx(list(multitest.multipletests(p, method="holm")[1]), rel=1e-12)

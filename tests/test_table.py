@@ -68,7 +68,7 @@ def test_noise_column_compares_every_row_with_the_best(sweep, tmp_path):
     # the solo run has the highest mean but one seed: it is "best", and nothing can be tested against it
     assert by["solo"]["vs_best"] == "best"
     assert {r["vs_best"] for r in rows if r["run"] != "solo"} == {"n<2: no spread"}
-    rows = table_rows([sweep])
+    rows = table_rows([sweep], correct="none")
     by = {r["run"]: r for r in rows}
     p_mdn, p_flow = welch(KNN["mdn"], KNN["deterministic"]).p, welch(KNN["flow"], KNN["deterministic"]).p
     assert p_mdn < 0.05 < p_flow
@@ -80,7 +80,8 @@ def test_noise_column_compares_every_row_with_the_best(sweep, tmp_path):
     assert md.splitlines()[0].endswith("| vs_best |") and f"| < best (p={p_mdn:.2g}) |" in md
     assert md.rstrip().splitlines()[-1].startswith("vs_best: Welch's two-sided t-test over seeds on knn against")
     header, *lines = to_csv(rows).splitlines()
-    assert header.endswith(",vs_best,vs_best_p") and lines[1].endswith(f",< best (p={p_mdn:.2g}),{p_mdn}")
+    assert header.endswith(",vs_best,vs_best_p,vs_best_p_raw,vs_best_correction,vs_best_tests")
+    assert lines[1].endswith(f",< best (p={p_mdn:.2g}),{p_mdn},{p_mdn},none,2")
 
 
 def test_noise_metric_falls_back_to_a_column_every_row_has():
@@ -113,7 +114,7 @@ def test_by_compares_on_the_validation_column_even_where_the_test_column_disagre
 
 def test_pairs_matrix(sweep, capsys):
     rows = table_rows([sweep])
-    text = pairs_markdown(rows)
+    text = pairs_markdown(rows, correct="none")
     lines = text.splitlines()
     assert lines[0] == ("| knn: row vs column | 1: head.name-deterministic_s* | 2: head.name-mdn_s* | "
                         "3: head.name-flow_s* |")
@@ -252,3 +253,81 @@ def test_a_spread_is_written_at_its_means_precision():
     # a percentage's spread to 2 decimals like the mean; a small score (a loss) keeps 3 significant digits
     assert cell({"knn": 45.14, "knn_std": 0.0473}, "knn") == "45.14 ± 0.05"
     assert cell({"knn": 0.0095, "knn_std": 0.00123}, "knn") == "0.0095 ± 0.00123"
+
+
+def _rows(*knn: tuple[float, float, int]) -> list[dict]:
+    """Table rows "r0", "r1", ... with kNN (mean, std, n) each, as ``_group`` leaves them."""
+    return [{"run": f"r{i}", "n": n, "knn": mean, "knn_std": std, "knn_n": n} for i, (mean, std, n) in enumerate(knn)]
+
+
+def test_vs_best_is_holm_corrected_by_default_over_the_rows_tested_against_the_best(sweep):
+    """Two rows tested against the best: each p is Holm-adjusted over the two (the smaller one doubled, the
+    larger one at least that), the verdict reads the adjusted p, and the raw p stays in the row and the CSV."""
+    rows = table_rows([sweep])
+    by = {r["run"]: r for r in rows}
+    p_mdn, p_flow = welch(KNN["mdn"], KNN["deterministic"]).p, welch(KNN["flow"], KNN["deterministic"]).p
+    mdn, flow = by["head.name-mdn_s*"], by["head.name-flow_s*"]
+    assert p_mdn < p_flow and (mdn["vs_best_p"], flow["vs_best_p"]) == (2 * p_mdn, max(2 * p_mdn, p_flow))
+    assert (mdn["vs_best_p_raw"], flow["vs_best_p_raw"]) == (p_mdn, p_flow)
+    assert mdn["vs_best"] == f"< best (p={2 * p_mdn:.2g})" and 2 * p_mdn < 0.05
+    assert all((r["vs_best_correction"], r["vs_best_tests"]) == ("holm", 2) for r in rows)
+    rule = to_markdown(rows).rstrip().splitlines()[-1]
+    assert "; p-values Holm-corrected over the 2 rows compared with the best;" in rule
+    assert to_csv(rows).splitlines()[2].endswith(f",< best (p={2 * p_mdn:.2g}),{2 * p_mdn},{p_mdn},holm,2")
+    assert "p-values uncorrected over the 2 rows" in to_markdown(table_rows([sweep], correct="none"))
+
+
+def test_a_gap_below_alpha_alone_is_not_one_after_holm():
+    """Raw p 0.033 and 0.038 against the best: both '< best' uncorrected, both '≈ best' once the two tests
+    are a family (Holm: 2 x 0.033 = 0.067, and the second at least that)."""
+    rows = _rows((50.0, 1.0, 3), (47.4, 1.0, 3), (47.5, 1.0, 3))
+    raw = copy.deepcopy(rows)
+    add_noise_column(raw, correct="none")
+    assert [r["vs_best"][:6] for r in raw[1:]] == ["< best", "< best"]
+    assert add_noise_column(rows) == "knn"  # auto: two tests -> Holm
+    assert [r["vs_best"][:6] for r in rows[1:]] == ["≈ best", "≈ best"]
+    assert rows[1]["vs_best_p"] == rows[2]["vs_best_p"] == pytest.approx(2 * raw[1]["vs_best_p"])
+    assert rows[1]["vs_best"] == f"≈ best (p={2 * raw[1]['vs_best_p']:.2g})"
+
+
+def test_a_single_test_is_not_corrected_and_rows_without_spread_are_not_tests():
+    """One row with two seeds or more against the best: auto means no correction, and Holm would change
+    nothing; a single-seed row ('n<2') is no test, so it does not enlarge the family."""
+    rows = _rows((50.0, 1.0, 3), (47.4, 1.0, 3), (40.0, None, 1))
+    add_noise_column(rows)
+    assert (rows[1]["vs_best_correction"], rows[1]["vs_best_tests"]) == ("none", 1)
+    assert rows[2]["vs_best"] == "n<2: no spread" and rows[2]["vs_best_p"] is None
+    assert "p-value of the single row compared with the best, uncorrected" in to_markdown(rows)
+    held = _rows((50.0, 1.0, 3), (47.4, 1.0, 3), (40.0, None, 1))
+    add_noise_column(held, correct="holm")
+    assert held[1]["vs_best_p"] == rows[1]["vs_best_p"] == rows[1]["vs_best_p_raw"]
+    with pytest.raises(PJepaError, match="correct='bonferroni'"):
+        add_noise_column(rows, correct="bonferroni")
+
+
+def test_pairs_matrix_is_holm_corrected_over_every_pair(sweep):
+    """The pairs matrix is a family of its own: the 3 pairs of 3 rows, each tested once whichever way round."""
+    from pjepa.eval.stats import holm
+
+    text = pairs_markdown(table_rows([sweep]))
+    det, mdn, flow = KNN["deterministic"], KNN["mdn"], KNN["flow"]
+    adjusted = holm([welch(det, mdn).p, welch(det, flow).p, welch(mdn, flow).p])
+    lines = text.splitlines()
+    assert lines[2].endswith(f"| · | ≈ (p={adjusted[0]:.2g}) | ≈ (p={adjusted[1]:.2g}) |")
+    assert f"| ≈ (p={adjusted[0]:.2g}) | · |" in lines[3]  # raw p 0.018 '<' is inside the family's noise
+    assert lines[-1].startswith("Welch's two-sided t-test over seeds on knn, p-values Holm-corrected over the 3 pairs:")
+    assert "p-values uncorrected over the 3 pairs" in pairs_markdown(table_rows([sweep]), correct="none")
+
+
+def test_the_correct_flag(sweep, capsys):
+    assert main(["table", str(sweep), "--format", "both", "--pairs"]) == 0
+    out = capsys.readouterr().out
+    assert "Holm-corrected over the 2 rows compared with the best" in out and "Holm-corrected over the 3 pairs" in out
+    assert main(["table", str(sweep), "--format", "both", "--pairs", "--correct", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "uncorrected over the 2 rows compared with the best" in out and "uncorrected over the 3 pairs" in out
+    assert ",none,2" in out and ",holm," not in out
+    with pytest.raises(SystemExit):
+        main(["table", str(sweep), "--correct", "bonferroni"])
+    with pytest.raises(PJepaError, match="bonferroni"):
+        table_rows([sweep], correct="bonferroni")

@@ -24,13 +24,14 @@ from typing import Any, Callable
 
 import torch
 
-from pjepa.config import Config, coerce
+from pjepa.config import VICREG_METHOD_OPTIONS, Config, coerce
 from pjepa.data import DATASETS
 from pjepa.errors import ConfigError
 from pjepa.heads import HEADS
 from pjepa.masking import MASKS, build_mask_sampler
 from pjepa.methods import METHODS, build_method
 from pjepa.registry import Registry, declared_options
+from pjepa.regularisers import REGULARISERS
 
 #: section -> (registry, leading parameters the framework passes itself)
 PLUGINS: dict[str, tuple[Registry, int]] = {
@@ -38,6 +39,7 @@ PLUGINS: dict[str, tuple[Registry, int]] = {
     "mask": (MASKS, 1),  # sampler(grid_size, **options)
     "method": (METHODS, 1),  # method(cfg, **options)
     "head": (HEADS, 2),  # head(cond_dim, embed_dim, **options)
+    "reg": (REGULARISERS, 0),  # regulariser(**options)
 }
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -128,6 +130,9 @@ def plugin_options(section: str, name: str, given: dict[str, Any]) -> dict[str, 
     registry, skip = PLUGINS[section]
     declared = declared_options(registry.get(name), skip)
     unknown = sorted(set(given) - set(declared))
+    if section == "method" and set(unknown) & set(VICREG_METHOD_OPTIONS):
+        raise ConfigError(f"method.options.{unknown[0]} moved to the regulariser: write reg.name=vicreg "
+                          f"reg.options.{unknown[0]}=... reg.options.level=token (the same terms on the context tokens)")
     if unknown:
         allowed = ", ".join(declared) or "no options"
         raise ConfigError(f"{section}.options.{unknown[0]}: {registry.kind} {name!r} has no such option "

@@ -105,6 +105,16 @@ class MethodConfig:
 
 
 @dataclass
+class RegConfig:
+    """The anti-collapse regulariser on the student's features (``pjepa.regularisers``): ``none``,
+    ``vicreg`` (variance / covariance terms) or ``sigreg`` (LeJEPA's isotropic-Gaussian test);
+    ``options`` are its own (weights, ``level: token | image``, ...). Every method accepts one."""
+
+    name: str = "none"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class HeadConfig:
     """The predictor head: models p(y | h) of each target token.
 
@@ -180,6 +190,7 @@ class Config:
     mask: MaskConfig = field(default_factory=MaskConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -192,6 +203,7 @@ PLUGIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "mask": ("options",),
     "method": ("options",),
     "head": ("options",),
+    "reg": ("options",),
 }
 
 #: Keys of earlier releases and where they live now (pre-0.2 run directories are migrated).
@@ -208,6 +220,8 @@ MOVED_KEYS: dict[str, str] = {
     "model.pred_num_heads": "model.predictor.num_heads",
     "model.pred_layout": "model.predictor.layout",
 }
+#: I-JEPA options of earlier releases that are now the ``vicreg`` regulariser's (token level).
+VICREG_METHOD_OPTIONS = ("var_weight", "cov_weight")
 MASK_OPTION_KEYS = ("num_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
                     "min_context", "num_candidates")
 
@@ -401,6 +415,28 @@ def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
     flat = {k: mask.pop(k) for k in MASK_OPTION_KEYS if k in mask}
     if flat:
         mask.setdefault("options", {}).update(flat)
+    return migrate_method_vicreg(data)
+
+
+def has_method_vicreg(data: dict[str, Any]) -> bool:
+    """True for a config whose method options carry the VICReg weights of earlier releases."""
+    options = (data.get("method") or {}).get("options") or {}
+    return isinstance(options, dict) and any(k in options for k in VICREG_METHOD_OPTIONS)
+
+
+def migrate_method_vicreg(data: dict[str, Any]) -> dict[str, Any]:
+    """``method.options.{var,cov}_weight`` of earlier releases moved to ``reg: {name: vicreg, level: token}``
+    (what those runs trained with); nothing changes for a config without them."""
+    if not has_method_vicreg(data):
+        return data
+    method = dict(data["method"])
+    options = dict(method["options"])
+    moved = {k: options.pop(k) for k in VICREG_METHOD_OPTIONS if k in options}
+    method["options"] = options
+    data = {**data, "method": method}
+    if any(moved.values()) and not (data.get("reg") or {}).get("name"):
+        data["reg"] = {"name": "vicreg", "options": {"var_weight": moved.get("var_weight", 0.0),
+                                                     "cov_weight": moved.get("cov_weight", 0.0), "level": "token"}}
     return data
 
 

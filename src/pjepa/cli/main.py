@@ -87,6 +87,11 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by", metavar="COLUMN",
                    help="the column vs_best and --pairs compare on (default knn); knn_val for a choice, "
                         "which must read the validation split")
+    p.add_argument("--correct", choices=["auto", "holm", "none"], default="auto",
+                   help="multiple-comparison correction of the vs_best and --pairs p-values: holm "
+                        "(Holm-Bonferroni step-down over the family of tests: the rows tested against the best; "
+                        "every pair for --pairs), none (raw p-values), auto (default: holm when the family has "
+                        "more than one test). Verdicts read the corrected p; the CSV also has the raw one")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -181,6 +186,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part-steps", type=non_negative_int, default=5, help="steps timed part by part (default 5)")
     p.add_argument("--real-data", action="store_true", help="train on the configuration's dataset, not synthetic images")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--budget-min", type=float, default=0.0, metavar="M",
+                   help="also print how many steps fit in M minutes of training at each precision's median step "
+                        "time: the step count (train.max_steps) of an M-minute compute budget on this machine")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.batch_size=64")
 
 
@@ -191,7 +199,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     result = run_bench(args.config, args.overrides, precisions, steps=args.steps, warmup=args.warmup,
-                       flop_steps=args.flop_steps, part_steps=args.part_steps, real_data=args.real_data)
+                       flop_steps=args.flop_steps, part_steps=args.part_steps, real_data=args.real_data,
+                       budget_min=args.budget_min)
     print(json.dumps(result.to_dict(), indent=1) if args.json else format_bench(result))
     return 0
 
@@ -288,13 +297,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from pjepa.eval.table import pairs_markdown, table_rows, to_csv, to_markdown
 
-    rows = table_rows(args.runs, args.by)
+    rows = table_rows(args.runs, args.by, args.correct)
     if args.format in ("md", "both"):
         print(to_markdown(rows, args.by))
     if args.format in ("csv", "both"):
         print(to_csv(rows), end="")
     if args.pairs:
-        print("\n" + pairs_markdown(rows, args.by), end="")
+        print("\n" + pairs_markdown(rows, args.by, args.correct), end="")
     if args.csv is not None:
         args.csv.write_text(to_csv(rows))
         print(f"wrote {args.csv}")

@@ -17,6 +17,12 @@ row is more than seed noise: Welch's two-sided t-test on kNN@1 (weighted vote; e
 first accuracy column every row has), ``< best`` at p < 0.05, ``≈ best`` otherwise, and
 ``n<2: no spread`` where either row has a single seed. ``pairs_markdown`` gives the test
 for every pair of rows.
+
+Testing the best row against many others is a family of tests: by default (``correct="auto"``)
+the p-values are Holm-corrected over that family (the rows tested against the best; every pair
+in the pairs matrix) whenever it holds more than one test, and the verdicts read the corrected
+p. The shown p is the corrected one; the CSV also has the raw p (``vs_best_p_raw``), the
+correction (``vs_best_correction``) and the family's size (``vs_best_tests``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 from pjepa.checks import check_config
 from pjepa.config import Config, config_to_dict
 from pjepa.errors import PJepaError
-from pjepa.eval.stats import ALPHA, welch_from_stats
+from pjepa.eval.stats import ALPHA, holm, welch_from_stats
 from pjepa.methods import METHODS
 from pjepa.runs import Run, writer
 
@@ -43,6 +49,8 @@ SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val
           "sample_s_per_1000"]
 COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
 BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
+#: ``correct=``: Holm over the family of tests, none (raw p), or auto (Holm when the family has more than one test).
+CORRECTIONS = ("auto", "holm", "none")
 #: Columns the noise test may compare on, in order of preference (all: higher is better).
 NOISE_SCORES = ["knn", "knn_majority", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "knn_val",
                 "knn_white", "knn_val_white", "knn_context", "knn_context_majority"]
@@ -202,9 +210,11 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, Any]]:
+def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "auto") -> list[dict[str, Any]]:
     """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it);
-    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``, on ``by`` if given)."""
+    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``, on ``by`` if given,
+    p-values corrected as ``correct`` says: one of ``CORRECTIONS``)."""
+    check_correction(correct)  # before any run is read
     rows, baselines = [], []
     paths = expand_run_dirs(runs)
     names = [p.name for p in paths]
@@ -230,7 +240,7 @@ def table_rows(runs: list[str | Path], by: str | None = None) -> list[dict[str, 
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
     out = _group(rows) + _group(baselines)
-    add_noise_column(out, by)
+    add_noise_column(out, by, correct)
     return out
 
 
@@ -257,67 +267,137 @@ def noise_metric(rows: list[dict[str, Any]], by: str | None = None) -> str | Non
     return None
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], col: str) -> tuple[str, float | None]:
-    """(verdict, p) of row ``a`` against row ``b`` on ``col``: ">" / "<" when Welch's two-sided p < ALPHA,
-    "≈" otherwise, "n<2" (p None) when either row has fewer than two values (no spread to test against)."""
+def welch_p(a: dict[str, Any], b: dict[str, Any], col: str) -> float | None:
+    """Welch's two-sided p of row ``a`` against row ``b`` on ``col`` over their seeds; None when either row
+    has fewer than two values (no spread to test against)."""
     n_a, n_b = a.get(f"{col}_n") or 0, b.get(f"{col}_n") or 0
     if n_a < 2 or n_b < 2:
-        return "n<2", None
-    res = welch_from_stats(a[col], a[f"{col}_std"], n_a, b[col], b[f"{col}_std"], n_b)
-    if res.p >= ALPHA:
-        return "≈", res.p
-    return (">" if a[col] > b[col] else "<"), res.p
+        return None
+    return welch_from_stats(a[col], a[f"{col}_std"], n_a, b[col], b[f"{col}_std"], n_b).p
+
+
+def verdict(a: dict[str, Any], b: dict[str, Any], col: str, p: float) -> str:
+    """">" / "<" (row ``a`` above / below row ``b`` on ``col``) when ``p`` < ALPHA, "≈" otherwise. ``p`` is
+    passed in, not recomputed, so a corrected p decides the same way as a raw one."""
+    if p >= ALPHA:
+        return "≈"
+    return ">" if a[col] > b[col] else "<"
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], col: str) -> tuple[str, float | None]:
+    """(verdict, p) of row ``a`` against row ``b`` on ``col``, uncorrected: ">" / "<" when Welch's two-sided
+    p < ALPHA, "≈" otherwise, "n<2" (p None) when either row has fewer than two values."""
+    p = welch_p(a, b, col)
+    return ("n<2", None) if p is None else (verdict(a, b, col, p), p)
+
+
+def check_correction(correct: str) -> str:
+    """``correct`` itself if it is one of ``CORRECTIONS``; a PJepaError naming it otherwise."""
+    if correct not in CORRECTIONS:
+        raise PJepaError(f"correct={correct!r}: choose one of {', '.join(CORRECTIONS)}")
+    return correct
+
+
+def resolve_correction(correct: str, tests: int) -> str:
+    """"holm" or "none": what ``correct`` does to a family of ``tests`` tests. "auto" is Holm when the family
+    holds more than one test: a single test has nothing to be corrected against (Holm leaves it as is)."""
+    if check_correction(correct) == "auto":
+        return "holm" if tests > 1 else "none"
+    return correct
+
+
+def adjust(p_values: list[float], method: str) -> list[float]:
+    """The family's p-values as the verdicts read them under ``method`` ("holm" or "none")."""
+    return holm(p_values) if method == "holm" else list(p_values)
+
+
+def correction_phrase(method: str, tests: int, noun: tuple[str, str]) -> str:
+    """How a family's p-values were treated, for a rule line: ``noun`` is (singular, plural) of what was
+    tested, e.g. ("pair", "pairs") -> "p-values Holm-corrected over the 3 pairs"."""
+    one, many = noun
+    if tests == 0:
+        return f"no p-values (no {one} with two seeds or more on both sides)"
+    if tests == 1:
+        return f"p-value of the single {one}, uncorrected (one test: Holm changes nothing)"
+    if method == "holm":
+        return f"p-values Holm-corrected over the {tests} {many}"
+    return f"p-values uncorrected over the {tests} {many}"
 
 
 def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
-def add_noise_column(rows: list[dict[str, Any]], by: str | None = None) -> str | None:
-    """Fill ``vs_best`` (and ``vs_best_p``) of every row: the row with the highest mean on ``noise_metric``
-    is ``best``; each other row is ``≈ best (p=..)`` or ``< best (p=..)``, or ``n<2: no spread``; with
-    ``by``, a row without that column says so (``no knn_val``).
+def add_noise_column(rows: list[dict[str, Any]], by: str | None = None, correct: str = "auto") -> str | None:
+    """Fill ``vs_best`` of every row: the row with the highest mean on ``noise_metric`` is ``best``; each
+    other row is ``≈ best (p=..)`` or ``< best (p=..)``, or ``n<2: no spread``; with ``by``, a row without
+    that column says so (``no knn_val``). The tests against the best are one family: their p-values are
+    corrected as ``correct`` says (``resolve_correction``) and the verdict reads the corrected p.
+    Also filled: ``vs_best_p`` (the p shown: corrected), ``vs_best_p_raw``, ``vs_best_correction`` ("holm"
+    or "none") and ``vs_best_tests`` (the family's size).
     Returns the column compared on (None: no column every row has; the cells stay empty)."""
+    check_correction(correct)
     col = noise_metric(rows, by)
     if col is None:
         return None
     have = [r for r in rows if isinstance(r.get(col), (int, float))]
     best = max(have, key=lambda r: r[col])  # the first of equal means
+    raw = {id(r): welch_p(r, best, col) for r in have if r is not best}
+    tested = [r for r in have if r is not best and raw[id(r)] is not None]
+    method = resolve_correction(correct, len(tested))
+    shown = dict(zip(map(id, tested), adjust([raw[id(r)] for r in tested], method)))
     for r in rows:
-        if r not in have:
-            r["vs_best_p"], r["vs_best"] = None, f"no {col}"
-            continue
-        verdict, p = ("best", None) if r is best else compare(r, best, col)
-        r["vs_best_p"] = p
-        r["vs_best"] = ("best" if verdict == "best" else "n<2: no spread" if verdict == "n<2"
-                        else f"{verdict} best ({_p(p)})")
+        r["vs_best_correction"], r["vs_best_tests"] = method, len(tested)
+        r["vs_best_p_raw"], r["vs_best_p"] = raw.get(id(r)), shown.get(id(r))
+        if not any(r is h for h in have):
+            r["vs_best"] = f"no {col}"
+        elif r is best:
+            r["vs_best"] = "best"
+        elif id(r) not in shown:
+            r["vs_best"] = "n<2: no spread"
+        else:
+            r["vs_best"] = f"{verdict(r, best, col, shown[id(r)])} best ({_p(shown[id(r)])})"
     return col
 
 
-def noise_rule(col: str) -> str:
-    """The rule behind ``vs_best`` and the pairs matrix, one line for the markdown output."""
+def noise_rule(col: str, correction: str = "holm", tests: int | None = None) -> str:
+    """The rule behind ``vs_best``, one line for the markdown output: which test, on which column, and how
+    the p-values were corrected (``correction`` "holm" or "none" over ``tests`` rows compared with the best,
+    as ``add_noise_column`` left them in the rows; ``tests`` None: the default's rule, count unknown)."""
+    if tests is None:
+        family = "p-values Holm-corrected over the rows compared with the best (where there are two or more)"
+    else:
+        family = correction_phrase(correction, tests, ("row compared with the best", "rows compared with the best"))
     return (f"vs_best: Welch's two-sided t-test over seeds on {col} against the row with the highest mean; "
-            f"'< best' if p < {ALPHA:g}, '≈ best' otherwise (the gap is inside seed noise); "
+            f"{family}; '< best' if p < {ALPHA:g}, '≈ best' otherwise (the gap is inside seed noise); "
             "'n<2: no spread' if either row has a single seed.")
 
 
-def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None) -> str:
+def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None, correct: str = "auto") -> str:
     """Every pair of rows under Welch's test: cell (i, j) says how row i compares with row j (">", "<", "≈"
-    with p, or "n<2"), then the rule."""
+    with p, or "n<2"), then the rule. The tested pairs (each once: (i, j) and (j, i) are one test) are one
+    family, corrected as ``correct`` says; verdicts and the shown p are the corrected ones."""
+    check_correction(correct)
     col = noise_metric(rows, by)
     if col is None:
         return "(no accuracy column that every row has: nothing to compare)\n"
     rows = [r for r in rows if isinstance(r.get(col), (int, float))]
+    pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))]
+    raw = {ij: welch_p(rows[ij[0]], rows[ij[1]], col) for ij in pairs}
+    tested = [ij for ij in pairs if raw[ij] is not None]
+    method = resolve_correction(correct, len(tested))
+    shown = dict(zip(tested, adjust([raw[ij] for ij in tested], method)))
     labels = [f"{i + 1}: {r['run']}" for i, r in enumerate(rows)]
     lines = [f"| {col}: row vs column | " + " | ".join(labels) + " |", "|" + "---|" * (len(rows) + 1)]
     for i, a in enumerate(rows):
         cells = []
         for j, b in enumerate(rows):
-            verdict, p = ("·", None) if i == j else compare(a, b, col)
-            cells.append(verdict if p is None else f"{verdict} ({_p(p)})")
+            p = shown.get((min(i, j), max(i, j)))
+            cells.append("·" if i == j else "n<2" if p is None else f"{verdict(a, b, col, p)} ({_p(p)})")
         lines.append(f"| {labels[i]} ({_fmt(a[col])}, n={a.get(f'{col}_n')}) | " + " | ".join(cells) + " |")
-    rule = (f"Welch's two-sided t-test over seeds on {col}: '>' / '<' if p < {ALPHA:g}, '≈' otherwise; "
-            "'n<2' if either row has a single seed.")
+    family = correction_phrase(method, len(tested), ("pair", "pairs"))
+    rule = (f"Welch's two-sided t-test over seeds on {col}, {family}: "
+            f"'>' / '<' if p < {ALPHA:g}, '≈' otherwise; 'n<2' if either row has a single seed.")
     return "\n".join(lines) + "\n\n" + rule + "\n"
 
 
@@ -348,16 +428,24 @@ def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def to_markdown(rows: list[dict[str, Any]], by: str | None = None) -> str:
-    """The table, then one line stating the noise rule of ``vs_best`` (when a column could be compared)."""
+    """The table, then one line stating the noise rule of ``vs_best`` (when a column could be compared),
+    with the correction ``add_noise_column`` applied to the rows."""
     cols = shown_columns(rows)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
     col = noise_metric(rows, by)
-    return "\n".join(lines) + "\n" + (f"\n{noise_rule(col)}\n" if col is not None else "")
+    if col is None:
+        return "\n".join(lines) + "\n"
+    family = next((r for r in rows if r.get("vs_best_correction") is not None), None)  # add_noise_column's
+    rule = noise_rule(col) if family is None else noise_rule(col, family["vs_best_correction"], family["vs_best_tests"])
+    return "\n".join(lines) + "\n\n" + rule + "\n"
 
 
 def csv_columns() -> list[str]:
-    return COLUMNS[:3] + BUDGET + [c for s in SCORES for c in (s, f"{s}_std")] + ["vs_best", "vs_best_p"]
+    """CSV columns: every number with its spread, then the noise test: verdict, the p it read (corrected
+    under Holm), the raw p, the correction ("holm" / "none") and the family's size."""
+    noise = ["vs_best", "vs_best_p", "vs_best_p_raw", "vs_best_correction", "vs_best_tests"]
+    return COLUMNS[:3] + BUDGET + [c for s in SCORES for c in (s, f"{s}_std")] + noise
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

@@ -19,21 +19,7 @@ import torch.nn.functional as F
 from pjepa.errors import ConfigError
 from pjepa.heads.base import Diagnostics, PredictorHead
 from pjepa.heads.registry import HEADS
-
-
-def variance_loss(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
-    """(T, D) -> mean hinge of each dimension's std below 1."""
-    std = torch.sqrt(x.var(dim=0) + eps)
-    return F.relu(1.0 - std).mean()
-
-
-def covariance_loss(x: torch.Tensor) -> torch.Tensor:
-    """(T, D) -> sum of squared off-diagonal covariances / D."""
-    T, D = x.shape
-    x = x - x.mean(dim=0)
-    cov = (x.T @ x) / max(T - 1, 1)  # (D, D)
-    off = cov - torch.diag_embed(torch.diagonal(cov))
-    return off.pow(2).sum() / D
+from pjepa.regularisers.vicreg import covariance_loss, variance_loss
 
 
 @HEADS.register("deterministic")

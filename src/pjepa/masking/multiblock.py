@@ -199,6 +199,10 @@ class MultiBlockMaskSampler:
         size_rule: how block sizes are drawn: ``pjepa`` (default; scale and aspect
             independent) or ``official`` (the official sampler's; see ``block_size``).
             Corners stay uniform over all valid positions under both rules.
+        sets_per_image: K, independent mask sets drawn per image. ``__call__(B)``
+            returns B*K rows, image-major (rows i*K .. i*K+K-1 belong to image i), so a
+            method can run its target encoder once per image and share it across the
+            image's K sets: more prediction signal per target pass.
 
     ``__call__`` returns a ``MaskBatch`` whose ``stats`` hold: ``num_context``
     (Nc), ``num_target`` (M*Nt), ``target_block_h``/``_w``,
@@ -223,6 +227,7 @@ class MultiBlockMaskSampler:
         equalise_quantile: float = 0.25,
         max_redraws: int = 20,
         size_rule: str = "pjepa",
+        sets_per_image: int = 1,
     ) -> None:
         self.grid = _grid(grid_size)
         if size_rule not in SIZE_RULES:
@@ -236,6 +241,7 @@ class MultiBlockMaskSampler:
         self.min_context = _int("min_context", min_context, 1)
         self.num_candidates = _int("num_candidates", num_candidates, 1)
         self.max_redraws = _int("max_redraws", max_redraws, 0)
+        self.sets_per_image = _int("sets_per_image", sets_per_image, 1)
         if isinstance(equalise_quantile, bool) or not isinstance(equalise_quantile, (int, float)) \
                 or not 0.0 <= equalise_quantile <= 1.0:
             raise ConfigError(f"equalise_quantile must be in [0, 1], got {equalise_quantile!r}")
@@ -377,8 +383,9 @@ class MultiBlockMaskSampler:
         return ctx_mask, block_indices(top, left, tgt, self.grid), stats
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> MaskBatch:
-        """Sample masks for ``batch_size`` images from ``generator`` (on its device)."""
-        ctx_mask, tgt_idx, stats = self.sample_layouts(batch_size, generator)
+        """Sample masks for ``batch_size`` images from ``generator`` (on its device): batch_size *
+        sets_per_image rows, image-major."""
+        ctx_mask, tgt_idx, stats = self.sample_layouts(batch_size * self.sets_per_image, generator)
         num_context = int(ctx_mask.sum(dim=1).min())
         ctx_idx = keep_random_subset(ctx_mask, num_context, generator)  # (B, Nc)
         stats["num_context"] = float(num_context)
@@ -389,4 +396,5 @@ class MultiBlockMaskSampler:
                 f"target_scale={self.target_scale}, target_aspect={self.target_aspect}, "
                 f"context_scale={self.context_scale}, context_aspect={self.context_aspect}, "
                 f"min_context={self.min_context}, num_candidates={self.num_candidates}, "
-                f"equalise_quantile={self.equalise_quantile}, size_rule={self.size_rule!r})")
+                f"equalise_quantile={self.equalise_quantile}, size_rule={self.size_rule!r}, "
+                f"sets_per_image={self.sets_per_image})")

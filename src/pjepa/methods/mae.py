@@ -7,7 +7,8 @@ One step:
      [visible tokens, mask tokens at the masked positions] (the ``per_block`` layout with one
      block holding every masked patch), then a linear pixel projection (B, Nmask, p*p*3);
   4. loss on the masked patches only: MSE to the per-patch normalised pixels (MAE's
-     norm_pix_loss, the default), or to plain pixels, or L1 (the STL-10 comparison document).
+     norm_pix_loss, the default), or to plain pixels, or L1 (the STL-10 comparison), plus the
+     ``reg`` regulariser on the encoder's visible tokens if one is configured (MAE's own: none).
 Pixels are those of the augmented, per-channel normalised batch. No EMA, no head: ``head``
 config is not used. Evaluation uses the encoder (there is only one; "target" and "context"
 both name it).
@@ -23,11 +24,12 @@ from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks, patchify
-from pjepa.methods.base import Batch, Method, Monitors, StepOutput
+from pjepa.methods.base import Batch, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.ijepa import build_encoder
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk
 from pjepa.profiling import part
+from pjepa.regularisers import build_regulariser, regularise
 
 LOSSES = ("mse", "l1")
 
@@ -73,6 +75,7 @@ class MAE(Method):
         nn.init.xavier_uniform_(self.pixel_proj.weight)
         nn.init.zeros_(self.pixel_proj.bias)
         self.mask_sampler = build_mask_sampler(cfg.mask.name, self.encoder.grid_size, cfg.mask.options)
+        self.reg = build_regulariser(cfg.reg.name, cfg.reg.options)
 
     def training_step(self, batch: Batch) -> StepOutput:
         images = batch.images
@@ -87,9 +90,10 @@ class MAE(Method):
         with part("loss"):
             target = pixel_targets(images.float(), self.patch_size, tgt_idx.flatten(1), self.norm_pix)
             loss = F.mse_loss(pred, target) if self.loss_name == "mse" else F.l1_loss(pred, target)
-        metrics = {"mask/num_context": float(ctx_idx.shape[1]),
-                   "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2]),
-                   "collapse/context_std": z.detach().float().mean(dim=1).std(dim=0).mean()}
+        metrics: Metrics = {"mask/num_context": float(ctx_idx.shape[1]),
+                            "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2]),
+                            "collapse/context_std": z.detach().float().mean(dim=1).std(dim=0).mean()}
+        loss = loss + regularise(self.reg, z, batch.step, metrics)
         return StepOutput(loss, metrics)
 
     def compile_modules(self) -> list[nn.Module]:

@@ -30,10 +30,11 @@ from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.heads import PredictorHead, build_head
 from pjepa.methods.base import Batch, HeadMonitor, Metrics, Monitors, StepOutput
-from pjepa.methods.ijepa import IJEPA, build_predictor, effective_rank
+from pjepa.methods.ijepa import IJEPA, build_predictor, step_metrics
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk
 from pjepa.profiling import part
+from pjepa.regularisers import regularise
 
 
 def edm_sigma(shape: tuple[int, ...], p_mean: float, p_std: float, generator: torch.Generator,
@@ -56,7 +57,7 @@ class NJEPA(IJEPA):
     """N-JEPA with any registered predictor head.
 
     Options (``method.options``):
-        target_norm: as I-JEPA's.
+        target_norm, target: as I-JEPA's.
         p_mean, p_std: the log-normal noise levels; sigma_data: EDM's data scale in c_in.
         noise: "multi" (one sigma per target block) or "single" (one per image).
         share_predictor: one predictor trunk (and head) for both branches.
@@ -68,6 +69,7 @@ class NJEPA(IJEPA):
         self,
         cfg: Config,
         target_norm: bool = True,
+        target: str = "ema",
         p_mean: float = -1.2,
         p_std: float = 1.2,
         sigma_data: float = 0.5,
@@ -78,7 +80,7 @@ class NJEPA(IJEPA):
         weight_nt: float = 0.1,
         weight_nc: float = 0.1,
     ) -> None:
-        super().__init__(cfg, target_norm)
+        super().__init__(cfg, target_norm, target)
         if noise not in ("multi", "single"):
             raise ConfigError(f"method.options.noise={noise!r}: choose multi (one level per block) or single")
         if not (p_std >= 0 and sigma_data > 0):
@@ -139,11 +141,8 @@ class NJEPA(IJEPA):
             loss = loss + w_nt * loss_nt + w_nc * loss_nc
             metrics.update({"loss/nt": loss_nt.detach(), "loss/nc": loss_nc.detach(),
                             "noise/sigma_mean": sigma.mean().detach()})
-        metrics["mask/num_context"] = float(z.shape[1])
-        metrics["mask/num_target"] = float(tgt_idx.shape[1] * tgt_idx.shape[2])
-        metrics["collapse/target_std"] = y.float().mean(dim=1).std(dim=0).mean().detach()
-        if batch.diagnostics:
-            metrics["collapse/target_erank"] = effective_rank(y.flatten(0, 1).detach())
+        loss = loss + regularise(self.reg, z, batch.step, metrics)
+        metrics.update(step_metrics(y, z, tgt_idx, batch.diagnostics))
         return StepOutput(loss, metrics)
 
     def denoise_loss(self, h: torch.Tensor, h_noisy: torch.Tensor, noisy_head: PredictorHead) -> torch.Tensor:

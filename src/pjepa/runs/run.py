@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from pjepa.config import MOVED_KEYS, Config, build_config, migrate_legacy
+from pjepa.config import MOVED_KEYS, Config, build_config, has_method_vicreg, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
@@ -70,7 +70,8 @@ def check_resume_overrides(overrides: list[str]) -> None:
 
 def is_legacy(data: dict[str, Any]) -> bool:
     """True for a config mapping in the pjepa 0.1 layout."""
-    return any(key.split(".")[1] in (data.get(key.split(".")[0]) or {}) for key in MOVED_KEYS)
+    return (any(key.split(".")[1] in (data.get(key.split(".")[0]) or {}) for key in MOVED_KEYS)
+            or has_method_vicreg(data))
 
 
 class Run:

@@ -74,9 +74,18 @@ class BenchResult:
     matmul_peak_gflops: dict[str, float]
     auto: str  # what train.precision=auto picks here, and why
     results: list[PrecisionResult]
+    budget_min: float = 0.0  # > 0: ``budget_steps`` says how many steps fit in this many minutes
+    budget_steps: dict[str, int] = field(default_factory=dict)  # precision -> steps in budget_min
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def budget_steps(ms_per_step: float, minutes: float) -> int:
+    """The training steps that fit in ``minutes`` at ``ms_per_step`` (a compute budget as a step count:
+    fixed once per configuration and processor, so runs made later, on fewer threads or beside other
+    work, train the same number of steps and end their schedules when the budget ends)."""
+    return int(minutes * 60_000 // ms_per_step)
 
 
 def _processor(device: torch.device) -> str:
@@ -152,7 +161,7 @@ def _measure(trainer: Trainer, precision: str, peak: float, steps: int, warmup: 
 
 def run_bench(config: str, overrides: list[str], precisions: list[str], steps: int = 20, warmup: int = 3,
               flop_steps: int = 2, part_steps: int = 5, real_data: bool = False,
-              progress: bool = True) -> BenchResult:
+              progress: bool = True, budget_min: float = 0.0) -> BenchResult:
     """Measure the configuration's training step in each precision (see the module docstring)."""
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -189,7 +198,8 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
         config=config, overrides=overrides, device=str(device), processor=_processor(device),
         threads=torch.get_num_threads(), batch_size=cfg.optim.batch_size, image_size=cfg.data.image_size,
         data=cfg.data.name if real_data else f"synthetic {cfg.data.image_size} px", steps=steps, warmup=warmup,
-        matmul_peak_gflops=peaks, auto=auto, results=results,
+        matmul_peak_gflops=peaks, auto=auto, results=results, budget_min=budget_min,
+        budget_steps={x.precision: budget_steps(x.ms_per_step, budget_min) for x in results} if budget_min > 0 else {},
     )
 
 
@@ -210,6 +220,9 @@ def format_bench(r: BenchResult) -> str:
         head.append(f"{x.precision:<10}{x.images_per_s:>9.1f}{x.ms_per_step:>10.1f}{x.gflop_per_image:>11.3f}"
                     f"{x.achieved_gflops:>9.0f}{x.peak_gflops:>7.0f}{x.fraction_of_peak:>18.2f}"
                     f"{x.context_tokens:>8.1f}/{x.target_tokens:<7.1f}{x.peak_memory_mib:>14.0f}")
+    if r.budget_steps:
+        head += ["", f"steps in a {r.budget_min:g}-minute budget (train.max_steps; median step time, "
+                     f"{r.threads} threads): " + ", ".join(f"{k} {v}" for k, v in r.budget_steps.items())]
     names: list[str] = []
     for x in r.results:
         names += [n for n in x.parts_ms if n not in names]

@@ -6,9 +6,12 @@ import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pjepa.registry import Registry
+
+if TYPE_CHECKING:
+    from pjepa.config import DataConfig
 
 
 # Argparse ``type=`` helpers for counts and rates: a bad value is an argparse error naming the flag
@@ -77,6 +80,42 @@ def float_in(low: float, high: float, low_open: bool = False, high_open: bool = 
 
     parse.__name__ = f"number in {span}"  # argparse names the type in some messages
     return parse
+
+
+# Where a choice was made. With data.val_fraction=0 no validation split is carved and the splits' "val" *is*
+# the reported split (pjepa.data.load_splits): a probe's lr, a fine-tune's epoch or a number read for
+# choices then comes from the split the result is scored on. Every result that records where it chose says
+# so, and the protocol prints a warning, so such a number is never mistaken for an unbiased one.
+
+
+def held_out_validation(data: DataConfig) -> bool:
+    """Whether the run carved a validation split out of its bank split (``data.val_fraction`` > 0)."""
+    return data.val_fraction > 0
+
+
+def choice_split(data: DataConfig, detail: str = "") -> str:
+    """Where a choice on the splits' "val" was made, as a result records it: "validation split (detail)", or
+    with ``data.val_fraction=0`` "reported split (<data.eval_split>, detail): no validation split held out
+    (data.val_fraction=0)"."""
+    if held_out_validation(data):
+        return "validation split" + (f" ({detail})" if detail else "")
+    return (f"reported split ({data.eval_split}{', ' + detail if detail else ''}): no validation split held out "
+            "(data.val_fraction=0)")
+
+
+def choice_split_short(data: DataConfig) -> str:
+    """The same for a printed line: "val", or "the reported split <data.eval_split>"."""
+    return "val" if held_out_validation(data) else f"the reported split {data.eval_split}"
+
+
+def choice_warning(data: DataConfig, choice: str) -> str | None:
+    """The warning to print and record when ``choice`` (e.g. "the choice of the probe's lr") was made on the
+    reported split because no validation split was held out; None when one was."""
+    if held_out_validation(data):
+        return None
+    return (f"warning: data.val_fraction=0: no validation split was held out, so {choice} was made on the "
+            f"reported split ({data.eval_split}), the split results are scored on: a number chosen this way is "
+            "optimistic, not a held-out estimate (train with data.val_fraction > 0 to hold one out)")
 
 
 @dataclass(frozen=True)

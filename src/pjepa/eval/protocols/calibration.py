@@ -4,7 +4,9 @@ Images of the **validation** split (a seeded random subset; calibration is a
 diagnostic that may be used to choose a head or a sampler setting, so it must
 not read the reported split), masks from the run's own sampler under a fixed
 seed, the checkpoint's trunk and head. ``calibration_metrics`` says what each
-number means; ``sampling_times`` gives the cost of one draw per sampler setting.
+number means; ``sampling_times`` gives the cost of one draw per sampler setting. A run
+without a validation split (``data.val_fraction=0``) has only the reported split to offer:
+the result's ``selection_split`` and a printed warning say so.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 from pjepa.data import splits_for
 from pjepa.eval.calibration import calibration_metrics, sampling_times
 from pjepa.eval.head_metrics import token_rows
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, non_negative_int, positive_int, register
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, choice_split, choice_warning, non_negative_int,
+                                       positive_int, register)
 from pjepa.eval.protocols.head import head_pairs
 from pjepa.eval.protocols.knn import subset
 from pjepa.runs import Run, resolve_device
@@ -62,6 +65,8 @@ def evaluate_calibration(
         **metrics, "sample_seconds_per_1000": times, "head": cfg.head.name, "head_options": dict(cfg.head.options),
         "has_log_prob": monitor.head.has_log_prob, "dataset": cfg.data.name, "split": val.split,
         "n_images": int(images.shape[0]), "checkpoint": checkpoint, "step": step, "device": str(dev),
+        "selection_split": choice_split(cfg.data),
+        "warning": choice_warning(cfg.data, "a choice of head or sampler setting read from this calibration"),
         "seconds": round(time.perf_counter() - t0, 2),
     })
     result["path"] = str(run.write_eval("calibration", result))
@@ -93,13 +98,14 @@ def _run(args: argparse.Namespace) -> list[str]:
                              num_samples=args.samples, tokens=args.tokens, device=args.device)
     nll = f"  nll/dim {r['nll']:.4f}" if "nll" in r else ""
     times = " ".join(f"{k} {v:.4f}" for k, v in r["sample_seconds_per_1000"].items())
-    return [f"calibration of head {r['head']} ({r['dataset']} {r['split']}: {r['n_images']} images, "
-            f"{r['sampled_tokens']} tokens, step {r['step']}): coverage {_coverage(r)}  "
-            f"mean |coverage - level| {r['calibration_error']:.3f}{nll}",
-            f"  CRPS {r['crps']:.4f} (point {r['point_crps']:.4f})  energy {r['energy_score']:.4f} "
-            f"(point {r['point_energy_score']:.4f})  spread-error r {_num(r['spread_error_pearson'])} "
-            f"rho {_num(r['spread_error_spearman'])}  diversity {r['diversity']:.4f}  s/1000 tokens: {times}",
-            f"wrote {r['path']}"]
+    lines = [f"calibration of head {r['head']} ({r['dataset']} {r['split']}: {r['n_images']} images, "
+             f"{r['sampled_tokens']} tokens, step {r['step']}): coverage {_coverage(r)}  "
+             f"mean |coverage - level| {r['calibration_error']:.3f}{nll}",
+             f"  CRPS {r['crps']:.4f} (point {r['point_crps']:.4f})  energy {r['energy_score']:.4f} "
+             f"(point {r['point_energy_score']:.4f})  spread-error r {_num(r['spread_error_pearson'])} "
+             f"rho {_num(r['spread_error_spearman'])}  diversity {r['diversity']:.4f}  s/1000 tokens: {times}",
+             f"wrote {r['path']}"]
+    return ([r["warning"]] if r["warning"] else []) + lines
 
 
 register(Protocol("calibration", "head calibration on the validation split: interval coverage, CRPS, "

@@ -1,5 +1,7 @@
 """``pjepa eval finetune --run DIR``: fine-tune the run's encoder on the labels, written to
-DIR/eval/finetune*.json (``pjepa.eval.finetune``: recipe, epoch chosen on validation).
+DIR/eval/finetune*.json (``pjepa.eval.finetune``: recipe, epoch chosen on validation; a run without a
+validation split, ``data.val_fraction=0``, chose it on the reported split, and ``chosen_on`` and a
+printed warning say so).
 
 ``--random-init`` fine-tunes the untrained architecture: supervised training from scratch,
 labelled as such in the output. Raw pixels have no fine-tune.
@@ -15,8 +17,9 @@ from typing import Any, Callable
 
 from pjepa.errors import ConfigError
 from pjepa.eval.finetune import Recipe, finetune
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, float_in, non_negative_float,
-                                       positive_float, positive_int, register, source_of)
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split,
+                                       choice_split_short, choice_warning, float_in, held_out_validation,
+                                       non_negative_float, positive_float, positive_int, register, source_of)
 from pjepa.eval.sources import Source, labelled_splits, load_encoder_for
 from pjepa.methods.finetune import FineTune
 from pjepa.runs import Run, resolve_device
@@ -46,7 +49,8 @@ def evaluate_finetune(run_dir: str | Path, source: Source | None = None, device:
     result = {**report, "protocol": what, "features": source.describe(), "recipe": dataclasses.asdict(recipe),
               "dataset": cfg.data.name, "split": data["eval"].split, "n_train": len(data["bank"]),
               "n_val": len(data["val"]), "n_eval": len(data["eval"]), "step": step,
-              "chosen_on": "validation split (best epoch)", "device": str(dev),
+              "chosen_on": choice_split(cfg.data, "best epoch"),
+              "warning": choice_warning(cfg.data, "the choice of the epoch kept"), "device": str(dev),
               "seconds": round(time.perf_counter() - t0, 2)}
     result["path"] = str(run.write_eval("finetune" + source.suffix, result))
     return result
@@ -79,10 +83,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> list[str]:
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if f.name != "crop_scale"})
     r = evaluate_finetune(args.run, source_of(args), args.device, recipe)
-    return [f"{r['protocol']} ({r['dataset']} {r['split']}: {r['n_train']} train / {r['n_val']} val / "
-            f"{r['n_eval']} eval, {recipe.epochs} epochs, best epoch {r['best_epoch']} on val {r['val_top1']:.2f}%): "
-            f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  macro-F1 {r['macro_f1']:.2f}%",
-            f"wrote {r['path']}"]
+    data = Run(args.run).config.data
+    where, val = choice_split_short(data), f"{r['n_val']} val / " if held_out_validation(data) else ""
+    lines = [f"{r['protocol']} ({r['dataset']} {r['split']}: {r['n_train']} train / {val}"
+             f"{r['n_eval']} eval, {recipe.epochs} epochs, best epoch {r['best_epoch']} on {where} "
+             f"{r['val_top1']:.2f}%): "
+             f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  macro-F1 {r['macro_f1']:.2f}%",
+             f"wrote {r['path']}"]
+    return ([r["warning"]] if r["warning"] else []) + lines
 
 
 register(Protocol("finetune", "fine-tune the whole encoder (layer-wise lr decay, drop-path, label smoothing)",

@@ -7,7 +7,9 @@ random initialisation and raw normalised pixels. The bank is the training split
 minus the validation part the run held out; the queries are the reported split
 (``data.eval_split``), or with ``--split val`` the validation split (for
 choices). k, T, both votes, the encoder and the split sizes are recorded with
-the result (GUIDE section 6).
+the result (GUIDE section 6). A run without a validation split (``data.val_fraction=0``)
+answers ``--split val`` with the reported split: the result's ``selection_split`` and a printed
+warning say so.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, non_negative_int, positive_int,
-                                       register, source_of)
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split, choice_warning,
+                                       non_negative_int, positive_int, register, source_of)
 from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
                                 split_features)
 from pjepa.runs import Run, resolve_device
@@ -135,6 +137,9 @@ def evaluate_knn(
         "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }
+    if split == "val":  # the number choices read: say which split it really is
+        result["selection_split"] = choice_split(d)
+        result["warning"] = choice_warning(d, "a choice read from this kNN (--split val)")
     # One file per (features, split, layers): a context-encoder or validation result never overwrites knn.json.
     name = "knn" + source.suffix
     name += ("_val" if split == "val" else "") + (f"_last{layers}" if layers > 1 and which != "pixels" else "")
@@ -147,7 +152,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_source_arguments(p)
     p.add_argument("--split", choices=["eval", "val"], default="eval",
-                   help="queries: the reported split (data.eval_split) or the validation split (for choices)")
+                   help="queries: the reported split (data.eval_split) or the validation split (for choices; "
+                        "a run with data.val_fraction=0 has none: then the reported split, with a warning)")
     p.add_argument("--layers", type=positive_int, default=1, help="concatenate the mean-pooled last N layers")
     p.add_argument("--train-limit", type=non_negative_int, default=0, help="random subset of the bank (0 = all)")
     p.add_argument("--eval-limit", type=non_negative_int, default=0, help="random subset of the queries (0 = all)")
@@ -162,10 +168,11 @@ def _run(args: argparse.Namespace) -> list[str]:
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
                      split=args.split, layers=args.layers, weights=args.weights, whiten=args.whiten)
     what = source_of(args).describe() + (", whitened" if args.whiten else "")
-    return [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
-            f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
-            f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
-            f"wrote {r['path']}"]
+    lines = [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
+             f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
+             f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
+             f"wrote {r['path']}"]
+    return ([r["warning"]] if r.get("warning") else []) + lines
 
 
 register(Protocol("knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline",

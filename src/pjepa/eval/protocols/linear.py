@@ -4,7 +4,9 @@ Features (extracted once, cached): the mean-pooled last layer, and the last 4 la
 concatenated (the encoder's depth if shallower). For each, a grid of learning rates x
 weight decays is trained in one pass on the bank split (the labelled training split minus
 validation), the probe is chosen on the validation split, and the reported split is scored
-once (``pjepa.eval.linear``). ``top1`` of the result is the last-layer probe's.
+once (``pjepa.eval.linear``). ``top1`` of the result is the last-layer probe's. A run without a
+validation split (``data.val_fraction=0``) chose on the reported split: ``chosen_on`` and a
+printed warning say so.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from pjepa.eval.linear import linear_probe
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, add_source_arguments, positive_int, register, source_of
+from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split,
+                                       choice_split_short, choice_warning, held_out_validation, positive_int, register,
+                                       source_of)
 from pjepa.eval.sources import Source, feature_amp, labelled_splits, precision_name, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
@@ -49,7 +53,8 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
         "feature_precision": None if source.baseline == "pixels" else precision_name(feature_amp(run, dev)),
         "epochs": epochs, "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
         "n_train": int(feats["bank"][0].shape[0]), "n_val": int(feats["val"][0].shape[0]),
-        "n_eval": int(feats["eval"][0].shape[0]), "step": step, "chosen_on": "validation split",
+        "n_eval": int(feats["eval"][0].shape[0]), "step": step, "chosen_on": choice_split(run.config.data),
+        "warning": choice_warning(run.config.data, "the choice of the probe's lr and weight decay"),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     result["path"] = str(run.write_eval("linear" + source.suffix, result))
@@ -64,12 +69,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> list[str]:
     r = evaluate_linear(args.run, source_of(args), args.device, args.epochs)
-    lines = []
+    data = Run(args.run).config.data
+    where, val = choice_split_short(data), f"{r['n_val']} val / " if held_out_validation(data) else ""
+    lines = [r["warning"]] if r["warning"] else []
     for name, probe in r["probes"].items():
         lines.append(f"linear probe ({r['features']}, {name}; {r['dataset']} {r['split']}: {r['n_train']} train / "
-                     f"{r['n_val']} val / {r['n_eval']} eval, step {r['step']}): top-1 {probe['top1']:.2f}%  "
+                     f"{val}{r['n_eval']} eval, step {r['step']}): top-1 {probe['top1']:.2f}%  "
                      f"top-5 {probe['top5']:.2f}%  macro-F1 {probe['macro_f1']:.2f}%  (lr {probe['lr']:g}, "
-                     f"wd {probe['weight_decay']:g} chosen on val: {probe['val_top1']:.2f}%)")
+                     f"wd {probe['weight_decay']:g} chosen on {where}: {probe['val_top1']:.2f}%)")
     return lines + [f"wrote {r['path']}"]
 
 

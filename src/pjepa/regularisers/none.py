@@ -1,0 +1,15 @@
+"""``reg.name: none``: no anti-collapse term (MAE, the STL-10 comparison presets, the I-JEPA paper's recipe)."""
+
+from __future__ import annotations
+
+import torch
+
+from pjepa.regularisers.base import REGULARISERS, Regulariser
+
+
+@REGULARISERS.register("none")
+class NoRegulariser(Regulariser):
+    active = False
+
+    def forward(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return z.new_zeros(()), {}
