@@ -15,9 +15,9 @@ PJEPA=${PJEPA:-pjepa}
 for row in "${ROWS[@]}"; do
   run="$OUT/$row/seed$SEED"
   if [ -f "$run/eval/knn_val.json" ]; then echo "[ablation] $run: done, skipped"; continue; fi
-  if [ -d "$run/checkpoints/last" ]; then
+  if [ -d "$run/checkpoints/last" ]; then  # killed (or trained, not yet rated): continue it
     $PJEPA train --resume "$run" "$@"
-  elif [ ! -f "$run/eval/knn_val.json" ] && [ ! -f "$run/metrics.jsonl" ] || [ ! -d "$run/checkpoints" ]; then
+  else
     $PJEPA train --config "configs/cifar10/reg_ablations/$row.yaml" --out "$run" --force \
       train.seed="$SEED" train.progress=false "$@"
   fi
