@@ -30,6 +30,14 @@ VARIANTS = {
     "njepa-token": ["method.name=njepa", "method.options={share_mask_token: true}"],
     "njepa-mdn": ["method.name=njepa", "head.name=mdn"],
     "ijepa-vicreg": ["method.name=ijepa", "reg.name=vicreg", "reg.options={var_weight: 1.0, cov_weight: 0.04, level: token}"],
+    "ijepa-sigreg-token": ["method.name=ijepa", "reg.name=sigreg", "reg.options={num_slices: 16, level: token}"],
+    "ijepa-online": ["method.name=ijepa", "method.options={target: online}", "reg.name=sigreg"],
+    "ijepa-online-stopgrad": ["method.name=ijepa", "method.options={target: online_stopgrad}", "reg.name=vicreg",
+                              "reg.options={level: image}"],
+    "ijepa-sets2": ["method.name=ijepa", "mask.options={sets_per_image: 2}", "reg.name=sigreg"],
+    "njepa-sigreg": ["method.name=njepa", "reg.name=sigreg"],
+    "mae-sigreg": ["method.name=mae", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}",
+                   "mask.name=random", "reg.name=sigreg"],
     "mae-l1-pixels": ["method.name=mae", "method.options={loss: l1, norm_pix: false, decoder_dim: 16, "
                       "decoder_depth: 1, decoder_heads: 2}", "mask.name=random"],
 }

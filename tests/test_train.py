@@ -77,11 +77,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("head", ["deterministic", "diffusion", "flow"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, head):
-    # diffusion draws its noise from the per-step-seeded global RNG; flow has ActNorm's data-dependent init
+@pytest.mark.parametrize("extra", [["head.name=deterministic"], ["head.name=diffusion"], ["head.name=flow"],
+                                   ["reg.name=sigreg", "method.options.target=online"]],
+                         ids=["deterministic", "diffusion", "flow", "sigreg-online"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
+    # diffusion draws its noise from the per-step-seeded global RNG; flow has ActNorm's data-dependent init;
+    # SIGReg draws its directions from a generator seeded by the step
     args = ["train", "--config", str(SMOKE), *TINY, "train.max_steps=12", "train.log_every=1",
-            "train.ckpt_every=4", "train.eval_every=0", f"head.name={head}"]
+            "train.ckpt_every=4", "train.eval_every=0", *extra]
     ref = run_cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1", KILL_AT_STEP="6")

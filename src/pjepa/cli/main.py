@@ -328,9 +328,14 @@ def _print_written(path: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pjepa.eval.sources import online_target
     from pjepa.methods.weights import export_run_encoder
+    from pjepa.runs import Run
 
     _print_written(export_run_encoder(args.run, args.out, encoder=args.encoder, checkpoint=args.checkpoint))
+    if args.encoder == "target" and online_target(Run(args.run)):
+        print("[pjepa] this run trained without an EMA teacher (online target): the exported encoder is its "
+              "context encoder")
     return 0
 
 

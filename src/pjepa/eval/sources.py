@@ -58,12 +58,22 @@ class Source:
         s += "_context" if self.encoder == "context" and self.baseline != "pixels" else ""
         return s
 
-    def describe(self) -> str:
+    def describe(self, run: Run | None = None) -> str:
+        """What is rated, in words; given the run, a target that is the context encoder itself says so."""
         if self.baseline == "pixels":
             return "raw pixels"
         if self.weights is not None:
             return f"encoder file {self.weights}"
-        return f"{self.encoder} encoder" + (", untrained" if self.baseline else f" ({self.checkpoint})")
+        what = f"{self.encoder} encoder" + (", untrained" if self.baseline else f" ({self.checkpoint})")
+        if run is not None and self.encoder == "target" and online_target(run):
+            what += " = the context encoder (online target: no EMA teacher)"
+        return what
+
+
+def online_target(run: Run) -> bool:
+    """True when the run trained without an EMA teacher (``method.options.target`` online*): its
+    "target" encoder is its context encoder."""
+    return str(run.config.method.options.get("target", "ema")) != "ema"
 
 
 def load_encoder_for(run: Run, source: Source) -> tuple[nn.Module, int, str]:

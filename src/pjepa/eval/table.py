@@ -7,8 +7,10 @@ the mean over the group, with its sample standard deviation (``*_std``) and the 
 size ``n`` (and ``seeds``). A run still training, or interrupted before the end of its schedule, is a
 row of its own named so (``run (running, step 100/1053)``), never part of a group. Columns: the
 budget (epochs, steps, global batch, peak lr, training wall time), kNN@1 (weighted and majority votes),
-the linear probe (last layer and last 4 layers), low-shot 1 % and 10 %, fine-tune, and the head
-metrics. Then the baselines found in the runs' eval folders (untrained encoder, raw pixels), grouped the same way.
+the linear probe (last layer and last 4 layers), low-shot 1 % and 10 %, fine-tune, the head
+metrics and the calibration protocol's energy score and mean coverage error (``energy``,
+``cal_error``; lower is better). Then the baselines found in the runs' eval folders (untrained
+encoder, raw pixels), grouped the same way.
 Markdown shows "mean ± std"; CSV has one column per number and one per spread.
 
 A directory without config.yaml whose subdirectories are runs (a ``pjepa sweep`` folder)
@@ -46,7 +48,7 @@ from pjepa.runs import Run, writer
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white",
           "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "nll", "point_cos", "sample_spread",
-          "sample_s_per_1000"]
+          "sample_s_per_1000", "energy", "cal_error"]
 COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
 BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
 #: ``correct=``: Holm over the family of tests, none (raw p), or auto (Holm when the family has more than one test).
@@ -89,13 +91,34 @@ def resolved_precision(run: Run) -> str:
     return "fp32" if str(run.info.get("device", "cpu")).startswith("cpu") else run.config.train.precision
 
 
+#: How a table names methods and regularisers.
+METHOD_NAMES = {"ijepa": "I-JEPA", "njepa": "N-JEPA", "mae": "MAE", "finetune": "fine-tune"}
+REG_NAMES = {"vicreg": "VICReg", "sigreg": "SIGReg"}
+
+
+def method_label(cfg: Config) -> str:
+    """What a row trained, in words: the method, its regulariser and level, and the choices that change
+    what is learned ("I-JEPA + SIGReg (image), online target, 2 mask sets")."""
+    label = METHOD_NAMES.get(cfg.method.name, cfg.method.name)
+    if cfg.reg.name != "none":
+        level = cfg.reg.options.get("level")
+        label += f" + {REG_NAMES.get(cfg.reg.name, cfg.reg.name)}" + (f" ({level})" if level else "")
+    target = cfg.method.options.get("target", "ema")
+    if target != "ema":
+        label += f", {target.replace('_', ' ')} target"
+    sets = cfg.mask.options.get("sets_per_image", 1)
+    if sets > 1:
+        label += f", {sets} mask sets"
+    return label
+
+
 def _budget(run: Run) -> dict[str, Any]:
     cfg = run.config
     rows = [r for r in run.metrics() if "train/loss" in r]
     last = rows[-1] if rows else {}
     uses_head = getattr(METHODS.get(cfg.method.name), "uses_head", True)
     return {
-        "method": cfg.method.name, "head": cfg.head.name if uses_head else "-",
+        "method": method_label(cfg), "head": cfg.head.name if uses_head else "-",
         "epochs": round(last.get("epoch", 0.0), 2), "steps": last.get("step", 0),
         "batch": cfg.optim.batch_size, "lr": cfg.optim.lr, "precision": resolved_precision(run),
         "wall_min": round(last["wall_seconds"] / 60, 1) if "wall_seconds" in last else None,
@@ -110,6 +133,8 @@ def _scores(run: Run, suffix: str = "") -> dict[str, Any]:
     white, val_white = run.eval_result("knn" + suffix + "_white"), run.eval_result("knn" + suffix + "_val_white")
     # `pjepa eval knn --encoder context`: the student, as the Probabilistic-JEPA report rates it
     context = run.eval_result("knn" + suffix + "_context")
+    # `pjepa eval calibration` (a probabilistic head's own numbers; lower is better for both)
+    cal = run.eval_result("calibration") if not suffix else None
     probes = (lin or {}).get("probes", {})
     deep = [v for k, v in probes.items() if k.startswith("last") and k != "last"]
     fractions = (low or {}).get("fractions", {})
@@ -121,6 +146,7 @@ def _scores(run: Run, suffix: str = "") -> dict[str, Any]:
         "linear": lin and lin["top1"], "linear_last4": deep[0]["top1"] if deep else None,
         "lowshot_1": fractions.get("0.01", {}).get("top1_mean"), "lowshot_10": fractions.get("0.1", {}).get("top1_mean"),
         "finetune": ft and ft["top1"],
+        "energy": cal and cal.get("energy_score"), "cal_error": cal and cal.get("calibration_error"),
     }
 
 

@@ -45,8 +45,8 @@ def evaluate_finetune(run_dir: str | Path, source: Source | None = None, device:
     mean, std = run.stats()
     report = finetune(model, data, cfg, mean, std, dev, recipe, cfg.train.seed, progress)
     what = ("supervised training from scratch (untrained encoder)" if source.baseline == "random-init"
-            else f"fine-tune of the {source.describe()}")
-    result = {**report, "protocol": what, "features": source.describe(), "recipe": dataclasses.asdict(recipe),
+            else f"fine-tune of the {source.describe(run)}")
+    result = {**report, "protocol": what, "features": source.describe(run), "recipe": dataclasses.asdict(recipe),
               "dataset": cfg.data.name, "split": data["eval"].split, "n_train": len(data["bank"]),
               "n_val": len(data["val"]), "n_eval": len(data["eval"]), "step": step,
               "chosen_on": choice_split(cfg.data, "best epoch"),

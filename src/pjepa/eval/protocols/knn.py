@@ -127,7 +127,7 @@ def evaluate_knn(
     result = {
         "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
         "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
-        "encoder": which, "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
+        "encoder": which, "source": source.describe(run), "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
         "features": (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
@@ -167,7 +167,7 @@ def _run(args: argparse.Namespace) -> list[str]:
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
                      split=args.split, layers=args.layers, weights=args.weights, whiten=args.whiten)
-    what = source_of(args).describe() + (", whitened" if args.whiten else "")
+    what = r.get("source", source_of(args).describe()) + (", whitened" if args.whiten else "")
     lines = [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
              f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
              f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",

@@ -49,7 +49,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
     primary = probes.get("last", probes.get("pixels"))
     result = {
         "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
-        "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(), "layers": layers,
+        "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(run), "layers": layers,
         "feature_precision": None if source.baseline == "pixels" else precision_name(feature_amp(run, dev)),
         "epochs": epochs, "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
         "n_train": int(feats["bank"][0].shape[0]), "n_val": int(feats["val"][0].shape[0]),

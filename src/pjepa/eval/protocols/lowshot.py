@@ -69,7 +69,7 @@ def evaluate_lowshot(run_dir: str | Path, source: Source | None = None, device: 
     view = views[f"last{cached}"] if layers > 1 and cached > 1 else next(iter(views.values()))
     n_layers = cached if layers > 1 else 1
     num_classes = labelled_splits(run)["bank"].num_classes
-    result: dict[str, Any] = {"features": source.describe(), "layers": n_layers, "step": step,
+    result: dict[str, Any] = {"features": source.describe(run), "layers": n_layers, "step": step,
                               "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
                               "chosen_on": f"a class-balanced {HOLDOUT:.0%} hold-out of each labelled subset",
                               "fractions": {}}
