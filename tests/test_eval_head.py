@@ -51,11 +51,11 @@ def test_head_metrics_logged_in_training_then_eval_head_and_table(tmp_path):
     table = run_cli("table", str(run), "--csv", str(tmp_path / "t.csv"))
     assert table.returncode == 0, table.stderr
     md = table.stdout.splitlines()
-    assert md[0].startswith("| run | n | seeds | method | head |") and md[2].startswith("| mdn | 1 | 0 | ijepa | mdn |")
+    assert md[0].startswith("| run | n | seeds | method | head |") and md[2].startswith("| mdn | 1 | 0 | I-JEPA | mdn |")
     assert any(line.startswith("| (raw pixels) | 1 | 0 | baseline | - |") for line in md)
     csv_rows = (tmp_path / "t.csv").read_text().splitlines()
     knn = json.loads((run / "eval" / "knn.json").read_text())
-    assert csv_rows[1].startswith("mdn,1,0,ijepa,mdn,") and str(knn["top1_weighted"]) in csv_rows[1]
+    assert csv_rows[1].startswith("mdn,1,0,I-JEPA,mdn,") and str(knn["top1_weighted"]) in csv_rows[1]
 
 
 def test_table_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path):

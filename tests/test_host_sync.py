@@ -25,7 +25,9 @@ SYNCS = ("item", "tolist", "__bool__", "__float__", "__int__")
 #: Per method (and every head under I-JEPA): what keeps it tiny; finetune trains a classifier on labels.
 CASES = {
     **{f"ijepa-{h}": ["method.name=ijepa", f"head.name={h}"] for h in HEADS.names()},
-    "ijepa-vicreg": ["method.name=ijepa", "method.options={var_weight: 1.0, cov_weight: 0.04}"],
+    "ijepa-vicreg": ["method.name=ijepa", "reg.name=vicreg", "reg.options={var_weight: 1.0, cov_weight: 0.04}"],
+    "ijepa-sigreg-online": ["method.name=ijepa", "reg.name=sigreg", "method.options={target: online}",
+                            "mask.options={sets_per_image: 2}"],
     "njepa": ["method.name=njepa"],
     "mae": ["method.name=mae", "mask.name=random",
             "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"],

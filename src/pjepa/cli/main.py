@@ -427,20 +427,28 @@ def _unknown_subcommand(parser: argparse.ArgumentParser, token: str) -> None:
 
     argparse itself would first report the options after the bad word as unrecognized, which sends the
     user after the wrong mistake (`pjepa eval knnn --run X` -> "unrecognized arguments: --run")."""
-    import difflib
 
     subs = _subparsers(parser)
     if subs is None or token in subs.choices:
         return
     choices = list(subs.choices)
-    close = difflib.get_close_matches(token, choices, n=2, cutoff=0.6)
+    close = _closest(token, choices)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     parser.error(f"argument {subs.dest}: invalid choice: {token!r} (choose from {', '.join(choices)}){hint}")
 
 
+def _closest(word: str, choices: list[str]) -> list[str]:
+    """Up to two valid spellings close to ``word``: the closest, and a second only if it is about as close
+    (``--formt`` suggests ``--format``, not also ``--correct``)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.6)
+    score = [difflib.SequenceMatcher(None, word, c).ratio() for c in close]
+    return [c for c, r in zip(close, score) if r >= score[0] - 0.1]
+
+
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
     """Exit 2 naming the unknown arguments, with the (sub)command's usage and the closest valid options."""
-    import difflib
 
     current = parser  # follow the subcommands typed (pjepa eval knn ...) to the parser that read the options
     for token in argv:
@@ -448,7 +456,7 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: lis
     valid = [o for o in current._option_string_actions if o.startswith("--")]
     hints = []
     for u in unknown:
-        close = difflib.get_close_matches(u.split("=")[0], valid, n=2, cutoff=0.6) if u.startswith("-") else []
+        close = _closest(u.split("=")[0], valid) if u.startswith("-") else []
         if close:
             hints.append(f"{u}: did you mean {' or '.join(close)}?")
     current.error(f"unrecognized arguments: {' '.join(unknown)}" + ("; " + "; ".join(hints) if hints else "")
