@@ -1,16 +1,7 @@
 #!/usr/bin/env bash
-# Copy a sweep's results without its weights (checkpoints, feature caches, TensorBoard events)
-# so that they fit in git: bash benchmarks/keep_results.sh runs/sweeps/cifar10-heads benchmarks/results/cifar10-heads
-# Only runs the sweep marked finished (sweep_done.json) are kept; `pjepa sweep` over a copy skips them.
+# Keep a results table in git as a per-run CSV (one row per run and seed; no weights, no run folders):
+#   bash benchmarks/keep_results.sh benchmarks/results/NAME.csv RUN_OR_SWEEP... [--by knn_val]
+# `pjepa table benchmarks/results/NAME.csv` recomputes the grouped table and its statistics from it.
 set -euo pipefail
-SRC=$1; DST=$2
-mkdir -p "$DST"
-( cd "$SRC" && find . -name sweep_done.json ) | while read -r done; do
-  run=$(dirname "$done")
-  mkdir -p "$DST/$run"
-  cp -r "$SRC/$run/." "$DST/$run/"
-  rm -rf "$DST/$run/checkpoints" "$DST/$run/eval/cache" "$DST/$run/tb" "$DST/$run/.lock" "$DST/$run"/events.out.*
-  sweep=$(dirname "$run")
-  cp "$SRC/$sweep/sweep.json" "$DST/$sweep/sweep.json"
-done
-du -sh "$DST"
+OUT=$1; shift
+.venv/bin/pjepa table "$@" --format md --per-run --csv "$OUT"

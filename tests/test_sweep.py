@@ -160,7 +160,7 @@ def test_run_state_from_the_run_directory(tmp_path):
 
 
 def test_a_run_kept_without_its_checkpoints_is_finished_with_current_results(tmp_path):
-    """Results committed without weights (benchmarks/results/): skipped, not retrained or re-rated;
+    """Results kept without weights: skipped, not retrained or re-rated;
     without sweep_done.json it is a run that died early and starts again."""
     run = tmp_path / "r"
     _fake_run(run, 8, 8)

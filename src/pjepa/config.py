@@ -37,15 +37,15 @@ class DataConfig:
 
     name: str = "synthetic"  # a registered dataset: see `pjepa.data.DATASETS`
     path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
-    train_split: str = "train"
+    train_split: str = "train"  # the split pretrained on
     eval_split: str = "val"  # the reported split: queries of `pjepa eval`
     val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
     bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
     image_size: int = 32  # model resolution: random-resized-crop / resize target
-    crop_scale: tuple[float, float] = (0.3, 1.0)
-    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
-    flip: bool = True
+    crop_scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area range (fraction of the image)
+    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # random-resized-crop aspect range
+    flip: bool = True  # random horizontal flips
     stats_samples: int = 2000  # images used to estimate the per-channel mean/std
 
 
@@ -92,16 +92,16 @@ class ModelConfig:
 class MaskConfig:
     """The mask sampler: ``multiblock`` (I-JEPA) or ``random`` (MAE); options are the sampler's own."""
 
-    name: str = "multiblock"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "multiblock"  # a registered mask sampler: multiblock (I-JEPA), random (MAE)
+    options: dict[str, Any] = field(default_factory=dict)  # the sampler's own options
 
 
 @dataclass
 class MethodConfig:
-    """The method the loop trains (``ijepa``; N-JEPA and MAE later) and its own options."""
+    """The method the loop trains and its own options."""
 
-    name: str = "ijepa"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "ijepa"  # a registered method: ijepa, njepa, mae, finetune
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options
 
 
 @dataclass
@@ -110,8 +110,8 @@ class RegConfig:
     ``vicreg`` (variance / covariance terms) or ``sigreg`` (LeJEPA's isotropic-Gaussian test);
     ``options`` are its own (weights, ``level: token | image``, ...). Every method accepts one."""
 
-    name: str = "none"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "none"  # a registered regulariser: none, vicreg, sigreg
+    options: dict[str, Any] = field(default_factory=dict)  # its own options (see the plug-ins below)
 
 
 @dataclass
@@ -122,8 +122,8 @@ class HeadConfig:
     loss, align_weight, var_weight, cov_weight), checked when the config is built.
     """
 
-    name: str = "deterministic"
-    options: dict[str, Any] = field(default_factory=dict)
+    name: str = "deterministic"  # a registered head (see the plug-ins below)
+    options: dict[str, Any] = field(default_factory=dict)  # the head's own options
 
 
 @dataclass
@@ -150,7 +150,7 @@ class TrainConfig:
     epochs: float = 10.0
     max_steps: int = 0  # > 0 overrides `epochs`
     time_limit_min: float = 0.0  # > 0: stop (and checkpoint) after this many minutes of training
-    ema: tuple[float, float] = (0.998, 1.0)
+    ema: tuple[float, float] = (0.998, 1.0)  # the EMA teacher's momentum, [start, end] over the run
     ema_schedule: Literal["cosine", "linear"] = "cosine"
     # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
     # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)

@@ -79,9 +79,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 def _add_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="kNN@1 table of run directories (both votes, budgets, head metrics)")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
-                   help="run directories, or folders of runs (a pjepa sweep --out) standing for their runs")
+                   help="run directories, folders of runs (a pjepa sweep --out) standing for their runs, or per-run "
+                        "CSV files (--per-run) standing for the runs they list")
     p.add_argument("--format", choices=["md", "csv", "both"], default="both")
     p.add_argument("--csv", type=Path, metavar="FILE", help="also write the CSV to FILE")
+    p.add_argument("--per-run", action="store_true",
+                   help="the CSV (printed and --csv) has one row per run and seed instead of one per group: what the "
+                        "grouped table and its statistics are computed from; `pjepa table FILE.csv` groups it again")
     p.add_argument("--pairs", action="store_true",
                    help="also print every pair of rows under Welch's t-test over seeds (p-values and verdicts)")
     p.add_argument("--by", metavar="COLUMN",
@@ -295,17 +299,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from pjepa.eval.table import pairs_markdown, table_rows, to_csv, to_markdown
+    from pjepa.eval.table import pairs_markdown, per_run_csv, table_rows, to_csv, to_markdown
 
     rows = table_rows(args.runs, args.by, args.correct)
+    csv_text = per_run_csv(args.runs) if args.per_run else to_csv(rows)
     if args.format in ("md", "both"):
         print(to_markdown(rows, args.by))
     if args.format in ("csv", "both"):
-        print(to_csv(rows), end="")
+        print(csv_text, end="")
     if args.pairs:
         print("\n" + pairs_markdown(rows, args.by, args.correct), end="")
     if args.csv is not None:
-        args.csv.write_text(to_csv(rows))
+        args.csv.write_text(csv_text)
         print(f"wrote {args.csv}")
     return 0
 

@@ -213,8 +213,9 @@ def _seed_order(row: dict[str, Any]) -> tuple[int, int, str]:
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
-def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with equal ``_key`` -> one row: numbers averaged (+ ``<col>_std``), ``n`` and ``seeds``."""
+def _group(rows: list[dict[str, Any]], keep_key: bool = False) -> list[dict[str, Any]]:
+    """Rows with equal ``_key`` -> one row: numbers averaged (+ ``<col>_std``), ``n`` and ``seeds``
+    (and the ``_key`` with ``keep_key``)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["_key"], []).append(r)
@@ -225,6 +226,8 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(members) > 1 and row["method"] != "baseline":  # "ijepa_s0" + "ijepa_s1" -> "ijepa_s*"
             row["run"] = re.sub(r"(?<=[_-]s)(eed)?\d+$", "*", members[0]["run"])
         row["n"], row["seeds"] = len(members), ",".join(str(m["seed"]) for m in members)
+        if keep_key:
+            row["_key"] = members[0]["_key"]
         for col in ("epochs", "steps", "wall_min", *SCORES):
             values = [m[col] for m in members if isinstance(m.get(col), (int, float))]
             row[col] = statistics.fmean(values) if values else None
@@ -238,11 +241,24 @@ def _group(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "auto") -> list[dict[str, Any]]:
     """One row per seed group of runs, then one per baseline kind (grouped over the runs that have it);
-    a sweep folder stands for its runs; ``vs_best`` filled in (``add_noise_column``, on ``by`` if given,
-    p-values corrected as ``correct`` says: one of ``CORRECTIONS``)."""
+    a sweep folder stands for its runs, a per-run CSV (``per_run_csv``) for the runs it lists; ``vs_best``
+    filled in (``add_noise_column``, on ``by`` if given, p-values corrected as ``correct`` says: one of
+    ``CORRECTIONS``)."""
     check_correction(correct)  # before any run is read
+    rows, baselines = per_run_rows(runs)
+    out = _group(rows) + _group(baselines)
+    add_noise_column(out, by, correct)
+    return out
+
+
+def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(run rows, baseline rows), one per run (or per baseline and seed), before grouping; each with
+    ``_key``, the group it joins. Paths ending in ``.csv`` are per-run CSVs read back."""
     rows, baselines = [], []
-    paths = expand_run_dirs(runs)
+    for path in [Path(r) for r in runs if str(r).endswith(".csv")]:
+        for row in read_per_run_csv(path):
+            (baselines if row["method"] == "baseline" else rows).append(row)
+    paths = expand_run_dirs([r for r in runs if not str(r).endswith(".csv")])
     names = [p.name for p in paths]
     for run in map(Run, paths):
         seed = run.config.train.seed
@@ -265,9 +281,55 @@ def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "au
                     continue
                 baselines.append({"run": f"({label})", "seed": seed, "_key": name + key, "method": "baseline",
                                   "head": "-", **cells})
-    out = _group(rows) + _group(baselines)
-    add_noise_column(out, by, correct)
-    return out
+    return rows, baselines
+
+
+#: The per-run CSV: the group a run belongs to (the grouped table's row name), then its own numbers.
+PER_RUN_COLUMNS = ["group", "run", "seed", *BUDGET, *SCORES]
+
+
+def per_run_csv(runs: list[str | Path]) -> str:
+    """One CSV row per run (and per baseline and seed): what the grouped table and its statistics are
+    computed from, so a kept table needs no run folders (``pjepa table FILE.csv`` groups it again)."""
+    rows, baselines = per_run_rows(runs)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=PER_RUN_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for members in (rows, baselines):
+        names = {g["_key"]: g["run"] for g in _group([dict(m) for m in members], keep_key=True)}
+        for r in sorted(members, key=lambda m: (list(names).index(m["_key"]), _seed_order(m))):
+            w.writerow({c: "" if r.get(c) is None else r.get(c) for c in PER_RUN_COLUMNS} | {"group": names[r["_key"]]})
+    return buf.getvalue()
+
+
+def _csv_value(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
+def read_per_run_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows of a per-run CSV (``per_run_csv``), typed, each joining the group its ``group`` cell names."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("group", "run", "seed", "method") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise PJepaError(f"{path}: not a per-run table (no {', '.join(missing)} column); write one with "
+                                 "pjepa table RUN... --per-run --csv FILE")
+            rows = [{k: _csv_value(v) for k, v in r.items() if k in PER_RUN_COLUMNS} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PJepaError(f"{path}: cannot read it as a CSV ({e})") from None
+    for r in rows:
+        r["_key"] = f"csv|{path}|{r['group']}"
+        r["run"] = r["group"]
+    return rows
+
+
 
 
 # --------------------------------------------------------------------------- seed noise

@@ -17,22 +17,67 @@ import torch
 from pjepa.errors import WeightsError
 from pjepa.methods.load import load_run_method
 from pjepa.models import VisionTransformer
-from pjepa.models.timm_format import official_to_timm, save_encoder, save_timm_state
+from pjepa.models.timm_format import architecture, official_to_timm, save_timm_state, to_timm
 from pjepa.runs import Run
 
 
 def export_run_encoder(run_dir: str | Path, out: str | Path, encoder: str = "target",
                        checkpoint: str = "last") -> Path:
     """Write the ``encoder`` ('target' | 'context') of checkpoint ``checkpoint`` ('last' | 'best') of the run
-    in ``run_dir`` to ``out`` (safetensors, timm keys) and ``out.with_suffix('.json')``. Returns ``out``."""
-    method, _ = load_run_method(Run(run_dir), checkpoint)
+    in ``run_dir`` to ``out`` (safetensors, timm keys), ``out.with_suffix('.json')`` (the architecture and
+    the preprocessing: resolution, channel mean and std) and a model card ``out.with_suffix('.md')``.
+    Returns ``out``."""
+    run = Run(run_dir)
+    method, step = load_run_method(run, checkpoint)
     module = method.feature_encoder(encoder)
     if not isinstance(module, VisionTransformer):
         raise WeightsError(
             f"{run_dir}: the {encoder} encoder is a {type(module).__name__}, not a VisionTransformer; "
             "only ViT encoders export to the timm layout"
         )
-    return save_encoder(module, out)
+    mean, std = run.stats()
+    arch = {**architecture(module),
+            "preprocessing": {"image_size": run.config.data.image_size, "mean": mean.tolist(), "std": std.tolist()}}
+    path = save_timm_state(to_timm(module.state_dict()), arch, out)
+    write_model_card(run, path, arch, encoder, checkpoint, step)
+    return path
+
+
+def write_model_card(run: Run, path: Path, arch: dict, encoder: str, checkpoint: str, step: int) -> Path:
+    """A short markdown card beside an exported file: what it is, how it was trained, what it scored,
+    and how to load it (pjepa and timm)."""
+    cfg = run.config
+    scores = []
+    for name in sorted(p.stem for p in (run.path / "eval").glob("*.json")) if (run.path / "eval").is_dir() else []:
+        res = run.eval_result(name) or {}
+        top1 = res.get("top1_weighted", res.get("top1"))
+        if isinstance(top1, (int, float)):
+            scores.append(f"| `{name}` | {top1:.2f} | {res.get('split', '')} |")
+    e = arch
+    card = [
+        f"# {path.stem}", "",
+        f"The {encoder} encoder of the pjepa run `{run.path.name}` ({checkpoint} checkpoint, step {step}): a ViT "
+        f"{e['embed_dim']} wide, {e['depth']} deep, {e['num_heads']} heads, patch {e['patch_size']}, "
+        f"{e['img_size']} px.", "",
+        f"- method: `{cfg.method.name}` {cfg.method.options}; regulariser: `{cfg.reg.name}` {cfg.reg.options}",
+        f"- head: `{cfg.head.name}`; data: `{cfg.data.name}` ({cfg.data.train_split}), seed {cfg.train.seed}",
+        f"- preprocessing: resize to {e['img_size']} px, scale to [0, 1], normalise with mean "
+        f"{[round(v, 4) for v in arch['preprocessing']['mean']]}, std {[round(v, 4) for v in arch['preprocessing']['std']]}; "
+        "features: mean of the last layer's tokens", "",
+    ]
+    if scores:
+        card += ["| result file | top-1 (%) | split |", "|---|---|---|", *scores, ""]
+    card += ["Load it:", "", "```python", "from pjepa import load_encoder",
+             f"encoder = load_encoder({path.name!r})", "features = encoder.embed(images)  # uint8 (B, 3, H, W) -> (B, D)",
+             "", "import timm, safetensors.torch  # or in timm:",
+             f"model = timm.models.vision_transformer.VisionTransformer(img_size={e['img_size']}, "
+             f"patch_size={e['patch_size']}, embed_dim={e['embed_dim']}, depth={e['depth']}, "
+             f"num_heads={e['num_heads']}, mlp_ratio={e['mlp_ratio']}, class_token=False, global_pool='avg', "
+             "fc_norm=False, num_classes=0)",
+             f"model.load_state_dict(safetensors.torch.load_file({path.name!r}))", "```", ""]
+    card_path = path.with_suffix(".md")
+    card_path.write_text("\n".join(card))
+    return card_path
 
 
 def load_official(src: str | Path) -> dict:

@@ -9,6 +9,8 @@ from pjepa.regularisers.base import REGULARISERS, Regulariser
 
 @REGULARISERS.register("none")
 class NoRegulariser(Regulariser):
+    """No anti-collapse term: the loss is the method's own."""
+
     active = False
 
     def forward(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

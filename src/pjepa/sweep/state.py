@@ -7,9 +7,8 @@ is done: the sweep writes ``sweep_done.json`` after a zero exit; the loop writes
 for it). An evaluation is current when ``eval/NAME.json`` is newer than the checkpoint it
 rated (a resumed, longer run is rated again).
 
-A run folder kept without its checkpoints (results only: ``benchmarks/results/`` in this
-repository holds sweeps that way, weights dropped so that they fit in git) counts as
-finished when its ``sweep_done.json`` is there, and its evaluation files as current: the
+A run folder kept without its checkpoints (results only, weights dropped to save space)
+counts as finished when its ``sweep_done.json`` is there, and its evaluation files as current: the
 same sweep command run over a copy of it trains only the runs that are missing.
 """
 
