@@ -8,7 +8,7 @@ correlation, spread against the point error).
 The trunk (h) and the targets (y) are the run's own, frozen; only the head is trained, on
 (h, y) pairs of training images, and rated on pairs of the validation split (held out of the
 training images), never the reported split. The head's options are the CIFAR-10 diffusion
-preset's. Comparing heads end to end (kNN) needs full runs: see BENCHMARKS.md.
+preset's. Comparing heads end to end (kNN) needs full runs: see docs/results.md.
 """
 
 from __future__ import annotations

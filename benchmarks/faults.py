@@ -10,7 +10,7 @@ where a checkpoint exists, else ``--auto-resume``) until it finishes, and compar
 reference: every logged loss and every final weight bit-identical, each step logged once. With
 ``--bad-inputs`` it also feeds a corpus of bad configs, checkpoints and run directories (made here) to the
 CLI and counts named errors (exit 2, one ``pjepa: error:`` line) against raw tracebacks. Prints the
-figures RELIABILITY.md quotes.
+figures docs/reliability.md quotes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ resolution, all at the same global batch; heads are timed round-robin,
 ``--repeats`` times, and the median is reported, so drift on a shared machine
 hits every head alike. Sampling: one draw for >= 1,000 target tokens of real
 trunk conditions (best of 2 after a warm-up), as in `pjepa eval head`.
-Record results in BENCHMARKS.md with date, machine and command.
+Record results in docs/speed.md with date, processor and command.
 """
 
 from __future__ import annotations

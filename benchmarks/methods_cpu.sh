@@ -8,7 +8,7 @@
 # of one thread each (small models: more work done than one process with two threads).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PJEPA_DATA="${PJEPA_DATA:-../shared/data}"
+: "${PJEPA_DATA:?set PJEPA_DATA to the folder holding the dataset files (see docs/data.md)}"
 PJEPA="${PJEPA:-.venv/bin/pjepa}"
 OUT="${OUT:-runs/cmp}"
 EPOCHS="${EPOCHS:-1}"

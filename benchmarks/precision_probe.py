@@ -8,7 +8,7 @@ deterministic, width 384). Columns: a bare ``a @ b`` bf16 / fp32 speed ratio at 
 the probe ``auto`` uses (one ViT block forward + backward, ``pjepa.runs.precision.probe_cpu_bf16``),
 the choice (ratio >= ``BF16_MIN_RATIO``), and with ``--steps`` the ratio of real training steps
 (``Trainer.train_step`` on synthetic images, fp32 and bf16 alternated, medians). Nothing is cached.
-Record results in BENCHMARKS.md with date, machine and command.
+Record results in docs/speed.md with date, processor and command.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 # THREADS (default 1) threads per process: the rest of the machine stays free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PJEPA_DATA="${PJEPA_DATA:-../shared/data}"
+: "${PJEPA_DATA:?set PJEPA_DATA to the folder holding the dataset files (see docs/data.md)}"
 PJEPA="${PJEPA:-.venv/bin/pjepa}"
 OUT="${OUT:-runs/report}"
 EPOCHS="${EPOCHS:-1}"

@@ -1,4 +1,4 @@
-"""The training step before and after the CPU speed changes of issue 15, in one process.
+"""The training step before and after the CPU speed changes (fused AdamW, bf16 attention), in one process.
 
     python benchmarks/step_before_after.py [--configs smoke,cifar10/cpu,reference] [--steps 10]
 
@@ -7,7 +7,7 @@
 CPU. "after" is the code as it is. Each configuration runs before / after / before / after in fp32
 and bf16 (``pjepa.train.bench.run_bench``), and the table shows the median img/s of the two visits
 and the fraction of the matmul peak (measured in the same process). Use on a quiet machine; record
-the table in BENCHMARKS.md with the date, processor and command.
+the table in docs/speed.md with the date, processor and command.
 """
 
 from __future__ import annotations

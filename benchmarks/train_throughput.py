@@ -11,7 +11,7 @@ Rows:
     for every target block) beside the project's one-pass layout, alternated
     A/B/A/B in one process, and their ratio (medians);
   - feature extraction images/s and the time of a 50,000 x 10,000 kNN (D = width).
-Record results in BENCHMARKS.md with date, machine and command.
+Record results in docs/speed.md with date, processor and command.
 """
 
 from __future__ import annotations

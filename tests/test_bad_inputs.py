@@ -1,5 +1,5 @@
 """Bad user input gets a named error, never a traceback: image files, npz shards, dataset folders,
-index files and evaluation flags (issue 11, item 6). Every bad file is built in tmp_path.
+index files and evaluation flags. Every bad file is built in tmp_path.
 
 Each case asserts the exception class (a PJepaError subclass, or argparse's exit 2) and that the
 message names the file, entry or flag at fault.

@@ -1,4 +1,4 @@
-"""``train.compile`` never recompiles across steps (issue 15, "ready for a GPU"): token counts vary
+"""``train.compile`` never recompiles across steps: token counts vary
 from batch to batch, so the loop compiles with symbolic sizes and a later step must reuse the
 graphs of the first ones, for every registered method. TorchDynamo's guards decide recompiles
 before any backend runs, so the ``eager`` backend shows them on a CPU in seconds (Inductor's CPU

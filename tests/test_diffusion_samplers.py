@@ -1,4 +1,4 @@
-"""The diffusion samplers and parametrisations (pjepa.models.diffusion), issue 13 item 5.
+"""The diffusion samplers and parametrisations (pjepa.models.diffusion).
 
 DDIM with 50 steps undershot the spread of a known distribution (a 1-D Gaussian
 with std 0.5 came out at 0.473). The cause is the sampler, not the network:

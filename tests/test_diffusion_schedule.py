@@ -1,6 +1,6 @@
 """The shared diffusion schedule (pjepa.models.diffusion): correct at every T, and the head on it.
 
-Issue 11, item 7: with T < 1000 the head used to keep Ho et al.'s 1000-step beta
+With T < 1000 the head used to keep Ho et al.'s 1000-step beta
 range, so its forward process stopped far from noise (abar_T = 0.36 at T = 100)
 while sampling started from N(0, I). The linear schedule is now rescaled to T.
 """

@@ -1,4 +1,4 @@
-"""The training step never waits for the device (issue 15, "ready for a GPU"): no ``.item()``,
+"""The training step never waits for the device: no ``.item()``,
 ``.tolist()``, ``bool()``, ``float()`` or ``int()`` of a tensor during ``Trainer.train_step`` of any
 registered method and head, except inside the mask sampler, which runs on the host by design (its
 index tensors go to the device with ``non_blocking=True``). On a GPU each such call would stall the

@@ -1,4 +1,4 @@
-"""The import layering of GUIDE section 1, held by walking every import of the package (ast, no execution).
+"""The import layering of docs/design.md, held by walking every import of the package (ast, no execution).
 
     cli -> sweep -> train / eval / viz / generative -> checks -> methods -> runs -> blocks (data, masking, models,
         heads) -> base (config, registry, errors, utils, presets)
@@ -70,7 +70,7 @@ def test_no_import_crosses_a_layer(path):
     rel = path.relative_to(SRC)
     here = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" else "__init__"
     bad = sorted(m for m in imports_of(path) if layer(m) in FORBIDDEN.get(here, set()))
-    assert not bad, f"{rel} ({here}) imports {bad}: see GUIDE section 1 / this file's docstring"
+    assert not bad, f"{rel} ({here}) imports {bad}: see docs/design.md / this file's docstring"
 
 
 def test_a_planted_crossing_is_caught(tmp_path):

@@ -1,4 +1,4 @@
-"""Selection hygiene: no choice made by looking at a number reads the split tables report (GUIDE section 6).
+"""Selection hygiene: no choice made by looking at a number reads the split tables report (docs/evaluation.md).
 
 The choices: the periodic kNN that picks ``checkpoints/best`` (train/periodic.py), the linear probe's
 (lr, wd) (eval/linear.py ``choose``), the low-shot probe's (lr, wd) on a hold-out of its subset

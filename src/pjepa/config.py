@@ -171,7 +171,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """kNN evaluation (GUIDE section 6)."""
+    """kNN evaluation (docs/evaluation.md)."""
 
     k: int = 20
     temperature: float = 0.07

@@ -1,6 +1,6 @@
 """Datasets: loaders (registered by name), decoding, download and GPU transforms.
 
-    ds = load_dataset("tiny-imagenet-100", "train", path="shared/data/tin100_train_*_jpeg.npz")
+    ds = load_dataset("tiny-imagenet-100", "train", path="data/tin100_train_*_jpeg.npz")
     ds.images  # uint8 (N, 3, H, W), decoded once
     ds.labels  # int64 (N,)
 
@@ -74,7 +74,8 @@ def _expand(p: str | os.PathLike) -> str | os.PathLike:
     if not os.environ.get("PJEPA_DATA"):
         raise DataError(
             f"data.path={p!r} uses $PJEPA_DATA, which is not set: export PJEPA_DATA=<the folder holding the "
-            "dataset files> (in this repository: ../shared/data), or pass data.path=<file or glob>"
+            "dataset files>, pass data.path=<file, folder or glob>, or data.path=null to download the dataset "
+            "(how to get each preset's data: docs/data.md)"
         )
     return os.path.expandvars(p)
 

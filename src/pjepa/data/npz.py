@@ -1,4 +1,4 @@
-"""Loader for npz shards of encoded images (the format of ``shared/data``).
+"""Loader for npz shards of encoded images (the format in docs/data.md, "The npz shard format").
 
 A shard holds, per split, ``{split}_bytes`` (the encoded files concatenated),
 ``{split}_offsets`` (N+1 byte offsets), ``{split}_y`` (N labels) and optionally

@@ -2,7 +2,7 @@
 
 Every choice made by looking at a number (periodic kNN, ``checkpoints/best``,
 a learning rate, an early stop) must use a split the tables do not report
-(GUIDE section 6). Most datasets ship only train and test (or val), so
+(docs/evaluation.md). Most datasets ship only train and test (or val), so
 ``val_fraction`` of the labelled bank split is held out: seeded, the same
 fraction of every class, and left out of both pretraining and the kNN bank.
 """

@@ -6,11 +6,11 @@ The class is a *shape* (disk, square, triangle, stripes, checker, ...); two styl
   background, each with its own colour, position, size and stripe phase. Only the class is
   shared across an image, so I-JEPA's masked prediction in latent space pays for the shape
   and nothing else; raw pixels are dominated by where the glyphs fell. The smoke preset's
-  encoder learns it in about two minutes on 2 CPU cores (README, BENCHMARKS.md).
+  encoder learns it in about two minutes on 2 CPU cores (docs/getting-started.md).
 - ``shapes`` (the default, kept for the runs made with it): one large shape whose position,
   size, colours, background colour and gradient are random per image. Raw-pixel nearest
   neighbours do poorly, and so does a small I-JEPA: the colours it must keep to predict the
-  masked regions are shared across the image and dominate its pooled features (BENCHMARKS.md).
+  masked regions are shared across the image and dominate its pooled features.
 
 Everything is vectorised with torch and seeded by a ``torch.Generator``, so a (seed, split,
 style) always gives the same images.

@@ -1,6 +1,6 @@
 """Frozen features for evaluation: average-pooled last-layer patch tokens.
 
-The kNN and linear-probe protocols (GUIDE section 6) rate an encoder by the
+The kNN and linear-probe protocols (docs/evaluation.md) rate an encoder by the
 mean over patch tokens of its last (normed) layer, computed on resized,
 normalised images. ``pixel_features`` is the raw-pixel baseline.
 """

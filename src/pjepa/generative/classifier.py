@@ -3,7 +3,7 @@
 The study (jepa-embeddings-generative-study, section 4.1) rates samples with a classifier trained
 on the same dataset (its "ResNet score": Eq. 3 on a ResNet-18 fine-tuned on AFHQ, plus the class
 histogram's TV distance, Eq. 4), and trains its pixel decoder with a perceptual loss (LDM's
-recipe, section 3). Pretrained ImageNet networks cannot be downloaded here (GUIDE section 4), so
+recipe, section 3). Pretrained ImageNet networks cannot be downloaded here, so
 both networks are trained here, each for one role:
 
 - ``SmallResNet``, role ``"metric"``: the network the sample metrics read (penultimate features for

@@ -24,7 +24,7 @@ with DPM-Solver++(2M) at 50 steps, trained heads sampled std 1.005x / 0.999x the
 truth with ``v`` (seeds 0 / 1), 1.105x / 1.082x with ``eps`` (an eps error is
 amplified by 1 / sqrt(abar) ~ 160 into x0_hat at the noisy end), and ``x0``
 collapsed each mode of the two-mode toy to a point (within-mode spread 0.007
-against 0.05): ``benchmarks/diffusion_fidelity.py``, BENCHMARKS.md.
+against 0.05): ``benchmarks/diffusion_fidelity.py``, docs/results.md.
 
 Sampling solves the probability-flow ODE in ``sample_steps`` network passes
 (50 by default; 25 is the report's fast mode) with ``sampler``:
@@ -43,7 +43,7 @@ exploding through the 1/sqrt(abar_T) ~ 160 amplification at the first steps
 The default 5 is the range of the layer-normed targets (measured on CIFAR-10:
 0.5 % of coordinates beyond +-3, 0.004 % beyond +-5, max 5.2); on a 2,730-step
 CIFAR-10 run, clipping at 10 / 5 / 3 / off gave sample MSE 27.7 / 8.0 / 3.3 / 406
-(BENCHMARKS.md). There is no
+(docs/results.md). There is no
 exact likelihood (has_log_prob False); ``predict`` is the deterministic DDIM
 trajectory started from x_T = 0, the mode of the prior.
 """

@@ -45,7 +45,7 @@ second-order multistep solver in log-SNR lambda = log(sqrt(abar) / sqrt(1 - abar
     x_{t'} = sqrt(abar_{t'}) D_i + sqrt((1 - abar_{t'}) / (1 - abar_t)) (x_t - sqrt(abar_t) D_i),
 with h the lambda step, over steps evenly spaced in lambda (``logsnr``), and a
 first-order (DDIM) first and last step. The same oracle then gives 0.501 at 50
-steps and 0.505 at 25 (BENCHMARKS.md, "Diffusion head fidelity").
+steps and 0.505 at 25 (docs/results.md, "Diffusion head fidelity").
 
 The network may predict the noise eps (Ho et al.), the clean x0, or the velocity
 v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022);

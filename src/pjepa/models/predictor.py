@@ -3,7 +3,7 @@
 Context tokens (encoder width D) are projected to the predictor width Dp; each
 target position gets the shared learned mask token plus that position's fixed
 sin-cos embedding. The trunk's output at the target tokens is the conditioning
-vector ``h`` of the head, which models p(y | h) (GUIDE section 2).
+vector ``h`` of the head, which models p(y | h) (docs/design.md).
 
 Two layouts compute the same kind of prediction:
 

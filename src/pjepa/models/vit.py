@@ -22,7 +22,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     ``F.scaled_dot_product_attention`` everywhere except on a CPU in reduced precision (bf16 autocast):
     there the fused kernel's backward runs 3-6x slower than in fp32, which cancels bf16's gain
-    (BENCHMARKS.md, "CPU attention in bf16"). The scores are then formed with plain bf16 matmuls and the
+    (docs/speed.md). The scores are then formed with plain bf16 matmuls and the
     softmax taken in fp32, as the fused kernel accumulates it.
     """
     if q.device.type != "cpu" or q.dtype == torch.float32:

@@ -12,7 +12,7 @@ and attention can lose outright (the CPU's fused attention kernel ran its bf16 b
 than fp32, which made the CIFAR-10 CPU step 0.72-0.92x in bf16 until ``models.vit.attention`` stopped
 using it there). The probe block attends through that same function, so it sees what the step sees:
 with it the probe read 1.56x at 2 quiet threads and 1.74-1.96x at 1 thread for width 128, where the
-step ran 1.56-1.73x and 1.72x (``BENCHMARKS.md``, CPU step speed). bf16 needs a clear margin,
+step ran 1.56-1.73x and 1.72x (``docs/speed.md``). bf16 needs a clear margin,
 ``ratio >= BF16_MIN_RATIO`` = 1.3, for what the block leaves out; fp32 otherwise (an Intel Xeon without
 AMX, bf16 matmul 0.6x, stays far below). The ratio is the median of alternating fp32 / bf16 rounds (CPU
 time with one thread, so other processes on the core do not count).

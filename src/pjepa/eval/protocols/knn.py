@@ -7,7 +7,7 @@ random initialisation and raw normalised pixels. The bank is the training split
 minus the validation part the run held out; the queries are the reported split
 (``data.eval_split``), or with ``--split val`` the validation split (for
 choices). k, T, both votes, the encoder and the split sizes are recorded with
-the result (GUIDE section 6). A run without a validation split (``data.val_fraction=0``)
+the result (docs/evaluation.md). A run without a validation split (``data.val_fraction=0``)
 answers ``--split val`` with the reported split: the result's ``selection_split`` and a printed
 warning say so.
 """
