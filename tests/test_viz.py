@@ -102,11 +102,17 @@ def test_mask_layout_is_the_run_samplers_draw(runs, name):
 
 def test_samples_figure_has_a_row_per_head_and_every_draw(runs):
     fig = samples.plot_samples(list(runs.values()), n=300)  # MAE has no head: two rows
-    assert len(fig.axes) == 4
-    counts = [np.asarray(ax.collections[0].get_array()).sum() for ax in fig.axes[::2]]
+    density = [ax for ax in fig.axes if "draws, spread" in ax.get_title()]
+    views = [ax for ax in fig.axes if ax.name == "3d"]
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "draws per cell"]
+    assert len(density) == len(views) == len(bars) == 2  # a row per head: density, its colour bar, a 3-D view
+    counts = [np.asarray(ax.collections[0].get_array()).sum() for ax in density]
     assert counts == [300, 300]  # hexbin cells hold every draw
-    assert "spread 0.000" in fig.axes[0].get_title()  # the deterministic head: a point mass
-    means = fig.axes[2].collections[1].get_offsets()  # MDN component means
+    assert "spread 0.000" in density[0].get_title()  # the deterministic head: a point mass
+    assert all((v.get_xlabel(), v.get_ylabel(), v.get_zlabel()) == ("PC 1", "PC 2", "PC 3") for v in views)
+    legend = density[0].get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().y0 < density[0].get_window_extent().y0  # below
+    means = density[1].collections[1].get_offsets()  # MDN component means
     assert len(means) == 3
 
 
@@ -230,3 +236,23 @@ def test_figures_that_do_not_apply_say_so(runs, tmp_path):
         make_figure("imagination", [runs["mae"]], tmp_path)
     with pytest.raises(ConfigError, match="unknown figure"):
         make_figure("nope", [runs["mae"]], tmp_path)
+
+
+def test_report_has_contents_captions_readable_tables_and_names_what_a_run_cannot_have(runs, tmp_path):
+    page, _ = write_report([r.path for r in runs.values()], tmp_path / "html", tensorboard=False, formats=["pdf"],
+                           dpi=120)
+    text = page.read_text()
+    assert "<nav><strong>Contents</strong>" in text and 'href="#s-comparison"' in text
+    assert text.count("<figcaption>") == text.count("<img")  # every figure has its caption
+    assert ">budget</th>" in text and "training (min)" in text and "What trained, and for how long" in text  # grouped
+    assert "I-JEPA" in text and "wall_min" not in text  # full names, not raw keys
+    # MAE has no predictor head: the page says which figures it cannot have, and why
+    mae = text[text.index('id="s-mae"'):]
+    assert "Figures this run cannot have: " in mae and "imagination (needs a predictor head" in mae
+    assert sorted(p.suffix for p in (tmp_path / "html" / "figures").glob("loss.*")) == [".pdf", ".png"]
+
+
+@pytest.mark.parametrize("fmt, magic", [("pdf", b"%PDF"), ("svg", b"<?xml")])
+def test_plot_writes_vector_formats(runs, tmp_path, fmt, magic):
+    (path,) = make_figure("loss", [runs["mdn"]], tmp_path, fmt=fmt, dpi=150)
+    assert path.suffix == f".{fmt}" and path.read_bytes().startswith(magic)

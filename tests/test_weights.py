@@ -160,14 +160,32 @@ def mae_checkpoint(enc: VisionTransformer, finetuned: bool = False) -> dict:
 
 @pytest.mark.parametrize("finetuned", [False, True])
 def test_import_an_mae_checkpoint(tmp_path, images, finetuned):
-    enc = vit(dim=128, heads=2, seed=3)  # width 128: the default 128 // 64 = 2 heads
+    enc = vit(dim=128, heads=2, seed=3)  # width 128, 2 heads: nothing in the weights says so
     torch.save(mae_checkpoint(enc, finetuned), tmp_path / "mae.pth")
     out = tmp_path / "mae.safetensors"
-    assert main(["import", "--from", str(tmp_path / "mae.pth"), "--out", str(out)]) == 0
+    assert main(["import", "--from", str(tmp_path / "mae.pth"), "--out", str(out), "--num-heads", "2"]) == 0
     loaded = load_encoder(out)
     assert loaded.blocks[0].attn.num_heads == 2 and loaded.num_patches == 64
     ref = with_pos_embed(enc, official_pos_embed(enc))
     assert torch.equal(features(loaded, images), features(ref, images))
+
+
+def test_the_number_of_heads_is_never_guessed(tmp_path, capsys):
+    """Without --num-heads a checkpoint that does not record its heads is refused by name (a guess would build
+    another model without a word); one that records them is read as it says."""
+    enc = vit(dim=128, heads=4, seed=3)
+    torch.save(mae_checkpoint(enc), tmp_path / "mae.pth")
+    assert main(["import", "--from", str(tmp_path / "mae.pth"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "does not record its number of attention heads" in err and "--num-heads" in err
+    recorded = {**mae_checkpoint(enc), "args": {"num_heads": 4}}
+    _, arch = official_to_timm(recorded)
+    assert arch["num_heads"] == 4
+    with pytest.raises(WeightsError, match="standard ViT of width 768 uses 12"):
+        from pjepa.models.timm_format import infer_architecture
+
+        infer_architecture({"pos_embed": torch.zeros(1, 4, 768), "patch_embed.proj.weight": torch.zeros(768, 3, 2, 2),
+                            "blocks.0.mlp.fc1.weight": torch.zeros(3072, 768)})
 
 
 def test_an_unknown_checkpoint_names_its_keys(tmp_path, capsys):

@@ -47,7 +47,25 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     esub = p.add_subparsers(dest="protocol", required=True)
     for name in PROTOCOLS.names():
         protocol = PROTOCOLS.get(name)
-        protocol.add_arguments(esub.add_parser(name, help=protocol.help))
+        sp = esub.add_parser(name, help=protocol.help)
+        protocol.add_arguments(sp)
+        _add_threads(sp)
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: CPU threads for the command's computation (training takes train.num_threads)."""
+    from pjepa.eval.protocols.base import positive_int
+
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads to compute with (default: torch's, usually every core; 1 beside other jobs)")
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    threads = getattr(args, "threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -114,10 +132,12 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="e.g. encoder.safetensors")
     p.add_argument("--kind", choices=["auto", "ijepa", "mae"], default="auto")
     p.add_argument("--encoder", choices=["target", "context"], default="target", help="I-JEPA only")
-    p.add_argument("--num-heads", type=positive_int, help="attention heads (default: the standard ViT size's, else width // 64)")
+    p.add_argument("--num-heads", type=positive_int, help="attention heads; required unless the checkpoint records them (the official I-JEPA and "
+                        "MAE checkpoints do not: ViT-H 16, ViT-L 16, ViT-B 12, ViT-S 6)")
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
+    from pjepa.eval.protocols.base import positive_int
     from pjepa.viz.figures import FIGURES
 
     p = sub.add_parser("plot", help="make one figure from run directories (into RUN/figures/)",
@@ -125,9 +145,16 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.add_argument("what", choices=list(FIGURES), metavar="WHAT", help=f"one of: {', '.join(FIGURES)}")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, metavar="DIR", help="write here instead of RUN/figures/")
+    p.add_argument("--format", choices=["png", "pdf", "svg"], default="png",
+                   help="file format (default png; pdf and svg are vector, ready for a paper)")
+    p.add_argument("--dpi", type=positive_int, default=200, help="resolution of PNGs and of images inside "
+                   "PDF/SVG files (default 200)")
+    _add_threads(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
+    from pjepa.eval.protocols.base import positive_int
+
     p = sub.add_parser("report", help="one self-contained HTML page: tables, every figure, each run's config")
     p.add_argument("runs", nargs="*", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="writes DIR/index.html and DIR/figures/")
@@ -135,6 +162,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="a pjepa gen study folder: its table, sample grids and reconstructions (repeatable)")
     p.add_argument("--title", default="pjepa report")
     p.add_argument("--no-tensorboard", action="store_true", help="do not write RUN/tb/{hparams,figures}")
+    p.add_argument("--format", choices=["png", "pdf", "svg"], action="append", default=[], metavar="FMT",
+                   help="also write every figure as FMT beside the page (pdf, svg; repeatable); the page itself "
+                        "inlines PNGs")
+    p.add_argument("--dpi", type=positive_int, default=200, help="resolution of the PNGs (default 200)")
+    _add_threads(p)
 
 
 def _add_gen(sub: argparse._SubParsersAction) -> None:
@@ -153,6 +185,7 @@ def _add_gen(sub: argparse._SubParsersAction) -> None:
                    help="local FID InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): InceptionV3 columns too")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_threads(s)
     s.add_argument("overrides", nargs="*", metavar="key=value", help="dotted study overrides, e.g. sample.n=500")
 
 
@@ -355,7 +388,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from pjepa.runs import Run
     from pjepa.viz.figures import make_figure
 
-    for path in make_figure(args.what, [Run(r) for r in args.runs], args.out):
+    for path in make_figure(args.what, [Run(r) for r in args.runs], args.out, args.format, args.dpi):
         print(f"wrote {path}")
     return 0
 
@@ -364,7 +397,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pjepa.viz.report import write_report
 
     path, _ = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard,
-                           echo=lambda line: print(f"  {line}", flush=True), studies=args.study)
+                           echo=lambda line: print(f"  {line}", flush=True), studies=args.study,
+                           formats=[f for f in args.format if f != "png"], dpi=args.dpi)
     print(f"wrote {path}")
     return 0
 
@@ -485,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     args.argv = typed
     try:
+        _apply_threads(args)
         return COMMANDS[args.command](args)
     except PJepaError as e:
         print(f"pjepa: error: {e}", file=sys.stderr)

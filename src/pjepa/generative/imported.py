@@ -4,7 +4,7 @@ The study reads run directories (``pjepa train``'s). An encoder converted from a
 no run, so its folder holds what one needs::
 
     MY_ENCODER/                 the folder's name is the study's row name
-      encoder.safetensors       pjepa import --from IN1K-vit.h.14-300e.pth.tar --out MY_ENCODER/encoder.safetensors
+      encoder.safetensors       pjepa import --from IN1K-vit.h.14-300e.pth.tar --num-heads 16 --out MY_ENCODER/encoder.safetensors
       encoder.json              (written beside it by pjepa import: the ViT's sizes)
       config.yaml               a pjepa training config: the data (data.name, data.path, data.image_size,
                                 splits), method.name (ijepa | mae: labels the row), train.seed

@@ -290,14 +290,21 @@ def load_encoder(path: str | Path) -> VisionTransformer:
 _MAE_DROP = ("decoder_", "mask_token", "head.", "cls_token", "dist_token")
 
 
-def default_num_heads(dim: int) -> int:
-    """Heads for a width ``dim`` when a checkpoint does not say: the standard ViT sizes (Ti 192: 3, S 384: 6,
-    B 768: 12, L 1024: 16, H 1280: 16, g 1408: 16), otherwise the 64-wide-head convention ``dim // 64``."""
-    if dim in STANDARD_HEADS:
-        return STANDARD_HEADS[dim]
-    if dim % 64 != 0:
-        raise WeightsError(f"width {dim} is not a multiple of 64: pass the number of heads (--num-heads)")
-    return dim // 64
+def recorded_num_heads(checkpoint: dict[str, Any]) -> int | None:
+    """The number of attention heads a checkpoint records, if it does: a top-level ``num_heads``, or one in an
+    ``args`` / ``config`` mapping (the official I-JEPA and MAE checkpoints record none)."""
+    for holder in (checkpoint, checkpoint.get("args"), checkpoint.get("config")):
+        if isinstance(holder, dict):
+            value = holder.get("num_heads")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def heads_hint(dim: int) -> str:
+    """What the usual ViT of width ``dim`` uses, for the error that asks for --num-heads."""
+    usual = f" (the standard ViT of width {dim} uses {STANDARD_HEADS[dim]})" if dim in STANDARD_HEADS else ""
+    return f"pass the number of attention heads with --num-heads N{usual}"
 
 
 def detect_kind(checkpoint: dict[str, Any]) -> str:
@@ -352,8 +359,8 @@ def _mae_state(checkpoint: dict[str, Any], which: str) -> dict[str, torch.Tensor
 def infer_architecture(state: dict[str, torch.Tensor], num_heads: int | None = None) -> dict[str, Any]:
     """Sizes of a timm-form encoder state from its shapes: width and N from ``pos_embed`` (1, N, D), patch
     from ``patch_embed.proj.weight`` (D, 3, p, p), depth from the block indices, mlp_ratio from
-    ``mlp.fc1`` (H, D), img_size = sqrt(N) * p; ``num_heads`` is not in the weights (default:
-    ``default_num_heads``)."""
+    ``mlp.fc1`` (H, D), img_size = sqrt(N) * p. ``num_heads`` is not in the weights and no shape tells
+    it: it must be given (a guess would build a different model without a word)."""
     for key in ("pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
         if key not in state:
             raise WeightsError(f"encoder weights lack {key!r} (keys: {sorted(state)[:8]} ...)")
@@ -371,7 +378,9 @@ def infer_architecture(state: dict[str, torch.Tensor], num_heads: int | None = N
     depth = len(indices)
     if indices != set(range(depth)):
         raise WeightsError(f"block indices {sorted(indices)} are not 0..{depth - 1}")
-    heads = default_num_heads(dim) if num_heads is None else num_heads
+    if num_heads is None:
+        raise WeightsError(f"the checkpoint does not record its number of attention heads: {heads_hint(int(dim))}")
+    heads = num_heads
     if heads < 1 or dim % heads != 0:
         raise WeightsError(f"num_heads {heads} does not divide the width {dim}")
     return {
@@ -396,7 +405,8 @@ def official_to_timm(checkpoint: dict[str, Any], kind: str = "auto", which: str 
         ``cls_token`` (1, 1, D) and ``pos_embed`` (1, N + 1, D); the class token, its position row and the
         ``decoder_*`` / ``mask_token`` / ``head.*`` keys are dropped), or 'auto' (``detect_kind``).
     which: I-JEPA's 'target' (EMA, ``target_encoder``) or 'context' (``encoder``) encoder.
-    num_heads: not stored in the weights; default ``default_num_heads(D)`` (standard sizes, else D // 64).
+    num_heads: not stored in the weights; taken from the checkpoint when it records one
+        (``recorded_num_heads``), else required (a named error asks for it).
 
     MAE caveats: MAE's encoder attends over its class token too, so dropping it changes the patch tokens
     (the features are those of the same weights without the class token, not MAE's own). A fine-tuned MAE
@@ -410,7 +420,7 @@ def official_to_timm(checkpoint: dict[str, Any], kind: str = "auto", which: str 
         state = _mae_state(checkpoint, which)
     else:
         raise WeightsError(f"kind {kind!r}: choose auto, ijepa or mae")
-    arch = infer_architecture(state, num_heads)
+    arch = infer_architecture(state, num_heads if num_heads is not None else recorded_num_heads(checkpoint))
     expected = timm_shapes(arch)
     extra = sorted(set(state) - set(expected))
     missing = sorted(set(expected) - set(state))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pjepa.errors import ConfigError
 
@@ -29,13 +29,24 @@ def color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG atomically (a reader never sees half a file) and close it."""
+#: The file formats figures are written in (``pjepa plot --format``, ``pjepa report --format``).
+FORMATS = ("png", "pdf", "svg")
+DEFAULT_DPI = 200
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = DEFAULT_DPI, also: Sequence[str] = ()) -> Path:
+    """Write ``fig`` atomically (a reader never sees half a file) in the format ``path``'s suffix names
+    (png, pdf or svg; ``dpi`` sets a PNG's resolution and a PDF's or SVG's embedded images), plus a
+    copy in each format of ``also``; close it. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    for target in [path] + [path.with_suffix(f".{fmt}") for fmt in also if f".{fmt}" != path.suffix]:
+        fmt = target.suffix.lstrip(".")
+        if fmt not in FORMATS:
+            raise ValueError(f"figure format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        tmp = target.with_name(f".{target.name}.tmp")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
+        os.replace(tmp, target)
     pyplot().close(fig)
     return path
 

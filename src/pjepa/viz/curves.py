@@ -1,4 +1,4 @@
-"""Curves over training from ``metrics.jsonl``: the loss (report Fig. 1) and periodic kNN@1 (Fig. 3).
+"""Curves over training from ``metrics.jsonl``: the loss and periodic kNN@1.
 
 A resumed run's log may step backwards where a later segment re-trained steps an
 earlier one had logged (a crash after logging, before the next checkpoint), or repeat

@@ -1,4 +1,4 @@
-"""The mask layout on a real image of the run's dataset (report Fig. 6), drawn from the run's own sampler.
+"""The mask layout on a real image of the run's dataset, drawn from the run's own sampler.
 
 Panels: the image; the context (every other patch dimmed); each target block (highlighted in
 its colour); all of them on one map where grey patches are excluded (neither context nor

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pjepa.errors import ConfigError, PJepaError
-from pjepa.eval.table import COLUMNS, cell, expand_run_dirs, noise_metric, noise_rule, table_rows
+from pjepa.eval.table import cell, expand_run_dirs, noise_metric, noise_rule, table_rows
 from pjepa.runs import Run
 from pjepa.runs.state_io import atomic_write_bytes
-from pjepa.viz.common import run_label, save_figure
+from pjepa.viz.common import DEFAULT_DPI, run_label, save_figure
 from pjepa.viz.figures import FIGURES
 from pjepa.viz.tensorboard import write_tensorboard
 
@@ -35,16 +35,66 @@ CALIBRATION = [("head", "head"), ("nll", "NLL/dim"), ("coverage_50", "cover@0.5"
                ("spread_error_spearman", "spread-error rank corr."), ("diversity", "diversity"),
                ("sampling", "s / 1000 tokens")]
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 5px;text-align:right}
+th{background:#f3f3f3;text-align:center}td:first-child{text-align:left}.wrap{overflow-x:auto}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:13px;color:#444;max-width:60em}
 .note{color:#a33;font-size:13px}pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em}.meta{color:#555;font-size:13px}"""
+h2{border-bottom:1px solid #ddd;padding-bottom:.2em}.meta{color:#555;font-size:13px}nav li{font-size:14px}"""
+
+#: The comparison tables' columns: (group, full name) of each table column. The budget and the scores go
+#: in two tables so that each fits a 1,280-pixel window.
+BUDGET_COLUMNS = {"run": ("", "run"), "n": ("", "n"), "seeds": ("", "seeds"), "method": ("", "method"),
+                  "head": ("", "head"), "epochs": ("budget", "epochs"), "steps": ("budget", "steps"),
+                  "batch": ("budget", "batch"), "lr": ("budget", "peak lr"), "precision": ("budget", "precision"),
+                  "wall_min": ("budget", "training (min)")}
+SCORE_COLUMNS = {
+    "run": ("", "run"),
+    "knn": ("kNN@1 (%), reported split", "weighted"), "knn_majority": ("kNN@1 (%), reported split", "majority"),
+    "knn_context": ("kNN@1 (%), context encoder", "weighted"),
+    "knn_context_majority": ("kNN@1 (%), context encoder", "majority"),
+    "knn_white": ("kNN@1 (%), whitened", "reported"), "knn_val": ("kNN@1 (%), validation", "raw"),
+    "knn_val_white": ("kNN@1 (%), validation", "whitened"),
+    "linear": ("linear probe (%)", "last layer"), "linear_last4": ("linear probe (%)", "last 4 layers"),
+    "lowshot_1": ("low-shot (%)", "1 % labels"), "lowshot_10": ("low-shot (%)", "10 % labels"),
+    "finetune": ("fine-tune (%)", "top-1"),
+    "nll": ("head metrics", "NLL / dim"), "point_cos": ("head metrics", "point cos"),
+    "sample_spread": ("head metrics", "spread"), "sample_s_per_1000": ("head metrics", "s / 1000 draws"),
+    "energy": ("calibration", "energy score"), "cal_error": ("calibration", "coverage error"),
+    "vs_best": ("", "against the best"),
+}
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+def _png_width(data: bytes) -> int | None:
+    """A PNG's width in pixels from its header (None for anything else)."""
+    return int.from_bytes(data[16:20], "big") if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 else None
+
+
+def _img(path: Path, alt: str, caption: str = "", dpi: int = 100) -> str:
+    """A figure inlined as PNG, shown at the size it would have at 100 dpi (a 200-dpi PNG is sharp on
+    high-density screens without taking twice the page), with its caption."""
+    raw = path.read_bytes()
+    width = _png_width(raw)
+    style = f' style="width:{round(width * 100 / dpi)}px"' if width else ""
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    data = base64.b64encode(raw).decode()
+    return f'<figure><img alt="{html.escape(alt)}"{style} src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _grouped_table(names: dict[str, tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """The columns of ``names`` that some row has, under a header row of their groups (colspans)."""
+    cols = [c for c in names if c == "run" or any(r.get(c) is not None for r in rows)]
+    groups: list[list[Any]] = []
+    for c in cols:
+        g = names[c][0]
+        if groups and groups[-1][0] == g:
+            groups[-1][1] += 1
+        else:
+            groups.append([g, 1])
+    top = "".join(f'<th colspan="{n}">{html.escape(g)}</th>' for g, n in groups)
+    head = "".join(f"<th>{html.escape(names[c][1])}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(r, c))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f'<div class="wrap"><table><tr>{top}</tr><tr>{head}</tr>{body}</table></div>'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -66,9 +116,10 @@ class Log(list):
             self.echo(line)
 
 
-def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path]) -> str:
-    """The figure's <img> (its file appended to ``made``), or a note saying why it could not be made
-    (a run may lack what it needs: no calibration result, no labels)."""
+def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path], caption: str = "",
+             dpi: int = DEFAULT_DPI) -> str:
+    """The figure's <img> with its caption (its file appended to ``made``), or a note saying why it could
+    not be made (a run may lack what it needs: no calibration result, no labels)."""
     t0 = time.perf_counter()
     try:
         path = make()
@@ -77,7 +128,7 @@ def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path
         return f'<p class="note">{html.escape(alt)}: not made: {html.escape(str(e))}</p>'
     log.append(f"{alt}: {time.perf_counter() - t0:.1f} s")
     made.append(path)
-    return _img(path, alt)
+    return _img(path, alt, caption, dpi)
 
 
 def calibration_rows(runs: Sequence[Run]) -> list[list[Any]]:
@@ -100,19 +151,26 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _run_section(run: Run, figs: Path, log: list[str], made: list[Path]) -> str:
+def _run_section(run: Run, figs: Path, log: list[str], made: list[Path], formats: Sequence[str] = (),
+                 dpi: int = DEFAULT_DPI) -> str:
     info, rows = run.info, [r for r in run.metrics() if "train/loss" in r]
     last = rows[-1] if rows else {}
     budget = (f"{last.get('step', 0)} steps, {last.get('epoch', 0):.2f} epochs, global batch "
               f"{info.get('global_batch', '?')}, {last.get('wall_seconds', 0) / 60:.1f} min of training on "
               f"{info.get('device', '?')} (torch {info.get('torch', '?')}); commit {info.get('git_commit', '?')}")
-    parts = [f"<h2>{html.escape(run_label(run))}</h2>", f'<p class="meta">{html.escape(str(run.path))}: '
-             f"{html.escape(budget)}</p>"]
+    parts = [f'<h2 id="{_anchor(run.name)}">{html.escape(run_label(run))}</h2>',
+             f'<p class="meta">{html.escape(str(run.path))}: {html.escape(budget)}</p>']
+    skipped = []
     for name in PER_RUN:
         f = FIGURES[name]
         if f.applies(run):
-            parts.append(_attempt(lambda f=f: save_figure(f.make(run), figs / f"{run.name}-{f.name}.png"),
-                                  f"{run.name}: {f.help}", log, made))
+            parts.append(_attempt(lambda f=f: save_figure(f.make(run), figs / f"{run.name}-{f.name}.png", dpi,
+                                                          formats), f"{run.name}: {f.help}", log, made, f.caption,
+                                  dpi))
+        else:
+            skipped.append(f"{f.name} (needs {f.needs})")
+    if skipped:
+        parts.append(f'<p class="note">Figures this run cannot have: {html.escape("; ".join(skipped))}.</p>')
     config = (run.path / "config.yaml").read_text()
     parts.append(f"<details><summary>config.yaml</summary><pre>{html.escape(config)}</pre></details>")
     return "\n".join(parts)
@@ -138,7 +196,7 @@ def study_section(study: str | Path) -> str:
         header += [k for k in row if k not in header]
     notes = [ln for ln in (study / "table.md").read_text().splitlines() if ln and not ln.startswith("|")] \
         if (study / "table.md").is_file() else []
-    parts = [f"<h2>Generative study: {html.escape(study.name)}</h2>",
+    parts = [f'<h2 id="{_anchor("study-" + study.name)}">Generative study: {html.escape(study.name)}</h2>',
              *(f'<p class="meta">{html.escape(n)}</p>' for n in notes),
              _table(header, [[_fmt(r.get(k)) for k in header] for r in rows])]
     if (study / "real.png").is_file():
@@ -161,30 +219,50 @@ def write_study_report(study: str | Path, title: str | None = None) -> Path:
     return path
 
 
+def _anchor(text: str) -> str:
+    return "s-" + "".join(ch if ch.isalnum() else "-" for ch in text.lower())
+
+
+def _toc(parts: Sequence[str]) -> str:
+    """A table of contents of the page's <h2 id=...> sections."""
+    import re
+
+    items = re.findall(r'<h2 id="([^"]+)">(.*?)</h2>', "".join(parts))
+    links = "".join(f'<li><a href="#{a}">{t}</a></li>' for a, t in items)
+    return f"<nav><strong>Contents</strong><ul>{links}</ul></nav>" if items else ""
+
+
 def _page(title: str, parts: Sequence[str]) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    body = [parts[0], _toc(parts), *parts[1:]] if parts else []
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
-def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool) -> list[str]:
+def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool, formats: Sequence[str] = (),
+                dpi: int = DEFAULT_DPI) -> list[str]:
     """The runs' sections: comparison and calibration tables, figures over runs, then each run."""
     rows = table_rows([r.path for r in runs])
-    cols = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
     parts = [f'<p class="meta">{len(runs)} runs; made {dt.datetime.now().isoformat(timespec="seconds")}</p>',
-             "<h2>Comparison</h2>", _table(cols, [[cell(r, c) for c in cols] for r in rows])]
+             '<h2 id="s-comparison">Comparison</h2>', "<h3>What trained, and for how long</h3>",
+             _grouped_table(BUDGET_COLUMNS, rows), "<h3>Scores (mean ± std over seeds)</h3>",
+             _grouped_table(SCORE_COLUMNS, rows)]
     if (col := noise_metric(rows)) is not None:
-        parts.append(f'<p class="meta">{html.escape(noise_rule(col))}</p>')
+        first = rows[0] if rows else {}
+        rule = noise_rule(col, first.get("vs_best_correction", "holm"), first.get("vs_best_tests"))
+        parts.append(f'<p class="meta">{html.escape(rule)}</p>')
     cal = calibration_rows(runs)
     if cal:
-        parts += ["<h2>Calibration (validation targets)</h2>", _table(["run"] + [h for _, h in CALIBRATION], cal)]
-    parts.append("<h2>Over runs</h2>")
+        parts += ['<h2 id="s-calibration">Calibration (validation targets)</h2>',
+                  _table(["run"] + [h for _, h in CALIBRATION], cal)]
+    parts.append('<h2 id="s-over-runs">Over runs</h2>')
     shared: list[Path] = []
     for name in OVER_RUNS:
         f = FIGURES[name]
-        parts.append(_attempt(lambda f=f: save_figure(f.make(runs), figs / f"{f.name}.png"), f.help, log, shared))
+        parts.append(_attempt(lambda f=f: save_figure(f.make(runs), figs / f"{f.name}.png", dpi, formats), f.help,
+                              log, shared, f.caption, dpi))
     for run in runs:
         own: list[Path] = []
-        parts.append(_run_section(run, figs, log, own))
+        parts.append(_run_section(run, figs, log, own, formats, dpi))
         if tensorboard:
             write_tensorboard(run, shared + own)
     return parts
@@ -192,11 +270,13 @@ def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool) ->
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "pjepa report",
                  tensorboard: bool = True, echo: Callable[[str], None] | None = None,
-                 studies: Sequence[str | Path] = ()) -> tuple[Path, list[str]]:
+                 studies: Sequence[str | Path] = (), formats: Sequence[str] = (),
+                 dpi: int = DEFAULT_DPI) -> tuple[Path, list[str]]:
     """Write ``out/index.html`` (and the figures' PNGs beside it); returns (page, one line per figure).
     With ``tensorboard``, each run's hparams and its figures also go to ``RUN/tb/{hparams,figures}``;
     ``echo`` (e.g. print) gets each figure's line as soon as it is made. ``studies``: ``pjepa gen study``
-    folders whose tables and grids follow the runs (with no runs, the page holds only them)."""
+    folders whose tables and grids follow the runs (with no runs, the page holds only them). The page inlines
+    each figure as a PNG at ``dpi``; ``formats`` (pdf, svg) also writes each figure in those formats."""
     runs = [Run(d) for d in expand_run_dirs(list(run_dirs))]  # a sweep folder stands for its runs
     if not runs and not studies:
         raise ConfigError("pjepa report needs at least one run directory (or --study DIR)")
@@ -205,7 +285,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
     log = Log(echo)
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if runs:
-        parts += _runs_parts(runs, out / "figures", log, tensorboard)
+        parts += _runs_parts(runs, out / "figures", log, tensorboard, formats, dpi)
     parts += [study_section(st) for st in studies]
     path = out / "index.html"
     atomic_write_bytes(path, _page(title, parts).encode())

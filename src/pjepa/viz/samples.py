@@ -1,4 +1,4 @@
-"""What a head's distribution looks like (report Figs. 2, 4, 5, 7): many draws for one target token.
+"""What a head's distribution looks like: many draws for one target token.
 
 One row per run (deterministic head included: its draws are one point). Left: the draws
 projected on their first two principal components as a hexbin, the teacher's target (red
@@ -91,9 +91,10 @@ def plot_samples(runs: Sequence[Run], n: int = 2000, token: int = 0) -> Any:
         centre, basis = pca_basis(torch.cat([t.draws, t.target[None], t.point[None]]), 3)
         d, tg, pt = (((x - centre) @ basis).numpy() for x in (t.draws, t.target[None], t.point[None]))  # (N, 3)
         ax = fig.add_subplot(len(runs), 2, 2 * row + 1)
-        ax.hexbin(d[:, 0], d[:, 1], gridsize=30, mincnt=1, cmap="viridis")
-        ax.plot(tg[:, 0], tg[:, 1], "r*", ms=14, label="target")
-        ax.plot(pt[:, 0], pt[:, 1], "kx", ms=10, mew=2, label="point estimate")
+        cells = ax.hexbin(d[:, 0], d[:, 1], gridsize=30, mincnt=1, cmap="viridis")
+        fig.colorbar(cells, ax=ax, label="draws per cell", fraction=0.046, pad=0.02)
+        ax.plot(tg[:, 0], tg[:, 1], "r*", ms=14, mec="white", label="target", zorder=5)
+        ax.plot(pt[:, 0], pt[:, 1], "kx", ms=10, mew=2, label="point estimate", zorder=5)
         if t.means is not None:
             m = ((t.means - centre) @ basis).numpy()
             ax.scatter(m[:, 0], m[:, 1], s=40 + 400 * t.weights.numpy(), facecolors="none", edgecolors="white",
@@ -102,12 +103,17 @@ def plot_samples(runs: Sequence[Run], n: int = 2000, token: int = 0) -> Any:
         ax.set_title(f"{run_label(run)}: {n} draws, spread {spread:.3f}", fontsize=9)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
-        ax.legend(fontsize=7, loc="upper right")
+        # below the axes, so it never hides the target or the draws
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
         ax3 = fig.add_subplot(len(runs), 2, 2 * row + 2, projection="3d")
         sub = d[: min(n, 600)]
-        ax3.scatter(sub[:, 0], sub[:, 1], sub[:, 2], s=3, alpha=0.4)
-        ax3.scatter(tg[:, 0], tg[:, 1], tg[:, 2], c="r", marker="*", s=120)
-        ax3.set_title("3-D view (PC 1-3)", fontsize=9)
+        ax3.scatter(sub[:, 0], sub[:, 1], sub[:, 2], s=3, alpha=0.4, label="draws")
+        ax3.scatter(tg[:, 0], tg[:, 1], tg[:, 2], c="r", marker="*", s=120, label="target")
+        ax3.scatter(pt[:, 0], pt[:, 1], pt[:, 2], c="k", marker="x", s=60, label="point estimate")
+        ax3.set_xlabel("PC 1", fontsize=8)
+        ax3.set_ylabel("PC 2", fontsize=8)
+        ax3.set_zlabel("PC 3", fontsize=8)
+        ax3.set_title(f"3-D view ({len(sub)} draws)", fontsize=9)
     fig.tight_layout()
     return fig
 
