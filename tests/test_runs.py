@@ -84,3 +84,44 @@ def test_resume_reads_the_config_through_the_run(trained, tmp_path):
     out = run_cli("train", "--resume", str(run), "train.max_steps=6")
     assert out.returncode == 0, out.stderr
     assert json.loads((run / "run_info.json").read_text())["total_steps"] == 6
+
+
+def test_a_weights_and_biases_logger_logs_offline_and_continues_on_resume(tmp_path, monkeypatch):
+    """train.wandb=PROJECT logs every metrics row to W&B as well (offline here: no network), and a resumed
+    run continues the same W&B run; without the package the key is a named error."""
+    wandb = pytest.importorskip("wandb")
+    from pjepa.config import load_config
+    from pjepa.train.loop import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "run"
+    cfg = load_config(SMOKE, TINY + ["train.max_steps=4", "train.eval_every=0", "train.log_every=2",
+                                     "train.ckpt_every=2", "train.wandb=pjepa-test"])
+    train(cfg, run)
+    first = (run / "wandb_id").read_text()
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert offline and first in offline[0].name
+    assert any(p.suffix == ".wandb" for p in offline[0].iterdir())  # the logged rows
+    train(load_config(SMOKE, TINY + ["train.max_steps=6", "train.eval_every=0", "train.log_every=2",
+                                     "train.ckpt_every=2", "train.wandb=pjepa-test"]), run, resume=True)
+    assert (run / "wandb_id").read_text() == first
+    assert wandb.run is None  # finished when training ended
+
+
+def test_wandb_without_the_package_is_a_named_error(tmp_path, monkeypatch):
+    import builtins
+
+    from pjepa.errors import CheckpointError
+    from pjepa.runs.metrics import start_wandb
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    with pytest.raises(CheckpointError, match="needs the wandb package: pip install wandb"):
+        start_wandb(tmp_path, "proj", {})

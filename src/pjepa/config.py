@@ -167,6 +167,9 @@ class TrainConfig:
     keep_last: int = 1  # > 1: also keep the newest keep_last checkpoints as checkpoints/step_NNNNNNN (+ best)
     num_threads: int = 0  # CPU intra-op threads; 0 = torch default
     progress: bool = True
+    # a Weights & Biases project to log to as well ("" = off; needs pip install wandb; WANDB_MODE=offline works
+    # without a network); metrics.jsonl and TensorBoard (tensorboard --logdir runs) always log
+    wandb: str = ""
 
 
 @dataclass

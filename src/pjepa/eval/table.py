@@ -195,7 +195,7 @@ def _key(run: Run, *drop: tuple[str, ...]) -> str:
     cfg = config_to_dict(_completed(run))
     cfg["train"].pop("seed")
     cfg["train"]["precision"] = resolved_precision(run)
-    for how_it_ran in ("num_threads", "progress"):  # change the wall time or the console, not what is learned
+    for how_it_ran in ("num_threads", "progress", "wandb"):  # the wall time, the console, a logger: not what is learned
         cfg["train"].pop(how_it_ran, None)
     if _finished(run):  # a wall-time cap that did not stop the run changed nothing
         cfg["train"].pop("time_limit_min", None)

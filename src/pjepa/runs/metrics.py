@@ -1,4 +1,5 @@
-"""Metrics to ``metrics.jsonl`` (one JSON object per logged step) and TensorBoard.
+"""Metrics to ``metrics.jsonl`` (one JSON object per logged step), TensorBoard (``RUN/tb``: view with
+``tensorboard --logdir runs``) and, when ``train.wandb`` names a project, Weights & Biases.
 
 The log is never torn where it matters: each row goes to the file in one ``write`` of one
 whole line on an append-only descriptor, the rewrite on resume is atomic (temporary file,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,16 @@ class MetricsLogger:
     steps between the last checkpoint and a crash are trained again.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None,
+                 wandb_project: str = "", config: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self._tb = None
+        self._wandb = None
         if not enabled:
             return
+        if wandb_project:
+            self._wandb = start_wandb(run_dir, wandb_project, config or {})
         if resume_step is not None and self.path.exists():
             self._truncate(resume_step)
         try:
@@ -55,10 +61,32 @@ class MetricsLogger:
             for k, v in clean.items():
                 if isinstance(v, float) and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in clean.items() if isinstance(v, float)}, step=step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:
+    """A Weights & Biases run for ``run_dir`` (optional: ``pip install wandb``). Its files go to
+    ``RUN/wandb``; a resumed pjepa run continues the same W&B run (its id is kept in ``RUN/wandb_id``).
+    ``WANDB_MODE=offline`` logs without a network (``wandb sync RUN/wandb/offline-run-*`` uploads later)."""
+    try:
+        import wandb
+    except ImportError:
+        raise CheckpointError(f"train.wandb={project!r} needs the wandb package: pip install wandb (or unset "
+                              "train.wandb; metrics.jsonl and TensorBoard log every run anyway)") from None
+    id_path = run_dir / "wandb_id"
+    run_id = id_path.read_text().strip() if id_path.is_file() else None
+    if not run_id:
+        run_id = secrets.token_hex(4)  # W&B run ids: 8 characters of [a-z0-9]
+        atomic_write_bytes(id_path, run_id.encode())
+    return wandb.init(project=project, name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
+                      config=config, reinit=True)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -39,7 +39,8 @@ from pjepa.runs.state_io import atomic_write_bytes
 #: What a resume may change: how long, how often to log / evaluate / save, and where it runs; anything
 #: else (model, data, method, head, optimiser, masks, seed) would make the run a different experiment.
 RESUMABLE = ("train.epochs", "train.max_steps", "train.time_limit_min", "train.eval_every", "train.log_every",
-             "train.ckpt_every", "train.ckpt_every_min", "train.keep_last", "train.progress", "train.num_threads", "train.device", "train.compile", "eval.")
+             "train.ckpt_every", "train.ckpt_every_min", "train.keep_last", "train.progress", "train.num_threads",
+             "train.device", "train.compile", "train.wandb", "eval.")
 RUN_FILES = ("config.yaml", "resumes.jsonl", "run_info.json", "data_stats.json", "metrics.jsonl")
 RUN_DIRS = ("checkpoints", "tb", "eval", "figures")
 

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pjepa.checks import check_config
-from pjepa.config import Config, dump_config
+from pjepa.config import Config, config_to_dict, dump_config
 from pjepa.data import channel_stats, splits_for
 from pjepa.errors import ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
@@ -118,7 +118,8 @@ class Trainer:
         if resume:
             self._restore()
         self.model = self._wrap(self.method)
-        self.logger = MetricsLogger(self.run_dir, self.info.is_main, self.state.step if resume else None)
+        self.logger = MetricsLogger(self.run_dir, self.info.is_main, self.state.step if resume else None,
+                                    cfg.train.wandb, config_to_dict(cfg))
         if self.info.is_main:
             self._write_run_files(keep_config=resume)
 
