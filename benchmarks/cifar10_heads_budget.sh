@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CIFAR-10 head table at equal compute: every head on one base recipe, each trained for the steps that
+# fit the same budget at its own measured step cost (benchmarks/budgets/cifar10_heads.csv, written by
+# benchmarks/measure_budget.py on 2 quiet cores), 3 seeds, kNN@1 (validation and test), the linear probe
+# and the calibration protocol.
+#   python benchmarks/measure_budget.py --minutes 20 --out benchmarks/budgets/cifar10_heads.csv \
+#       deterministic=cifar10/cpu mdn=cifar10/mdn autoregressive=cifar10/autoregressive flow=cifar10/flow \
+#       flow_matching=cifar10/flow_matching diffusion=cifar10/diffusion -- BASE_OVERRIDES
+#   bash benchmarks/cifar10_heads_budget.sh [ROOT] [BASE_OVERRIDES...]    # HEADS="mdn flow" for a subset
+# Give the same BASE_OVERRIDES to both (the base recipe's regulariser, target, mask sets). Resumable.
+# One lane per seed on one thread each: SEEDS=0 ... train.num_threads=1 in one shell, SEEDS=1 in another.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${PJEPA_DATA:?set PJEPA_DATA to the folder holding cifar10_jpeg.npz (see docs/data.md)}"
+BUDGETS=${BUDGETS:-benchmarks/budgets/cifar10_heads.csv}
+ROOT=${1:-runs/sweeps/cifar10-heads-budget}
+shift || true
+HEADS=${HEADS:-"deterministic mdn autoregressive flow flow_matching diffusion"}
+SEEDS=${SEEDS:-0,1,2}
+steps_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $9 }' "$BUDGETS"; }
+config_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $2 }' "$BUDGETS"; }
+for head in $HEADS; do
+  steps=$(steps_of "$head"); config=$(config_of "$head")
+  [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS: run benchmarks/measure_budget.py first" >&2; exit 2; }
+  BASELINES=()
+  [ "$head" = "${HEADS%% *}" ] && BASELINES=(--baselines)
+  .venv/bin/pjepa sweep --config "$config" --out "$ROOT/$head" --eval knn_val,knn,linear,calibration \
+    ${BASELINES[@]+"${BASELINES[@]}"} ${DRY_RUN:+--dry-run} train.seed="$SEEDS" train.max_steps="$steps" \
+    train.time_limit_min=0 train.progress=false "$@"
+done
+[ -n "${DRY_RUN:-}" ] || .venv/bin/pjepa table "$ROOT"/* --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"
