@@ -295,3 +295,46 @@ def test_a_checkpoint_is_also_saved_after_ckpt_every_min_of_training(tmp_path, o
                                      f"train.ckpt_every_min={minutes}"]), run)
     kept = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*"))
     assert kept == saved
+
+
+def test_auto_resume_never_deletes_results_and_moves_a_dead_start_aside(tmp_path, capsys):
+    """A folder with results but no checkpoint (a kept run) is refused and left as it was; one that died
+    before its first checkpoint starts again with what it left moved into previous/1, named in the output."""
+    import shutil
+
+    from pjepa.cli.main import main
+
+    kept = tmp_path / "kept"
+    assert main(tiny_args(kept, "train.max_steps=2")) == 0
+    (kept / "eval").mkdir(exist_ok=True)
+    (kept / "eval" / "knn.json").write_text('{"top1": 50.0}')
+    shutil.rmtree(kept / "checkpoints")
+    before = sorted(p.relative_to(kept) for p in kept.rglob("*"))
+    assert main(tiny_args(kept, "train.max_steps=2", "--auto-resume")) == 2
+    err = capsys.readouterr().err
+    assert "holds results (eval/knn.json) but no checkpoint" in err and "Traceback" not in err
+    assert sorted(p.relative_to(kept) for p in kept.rglob("*")) == before  # nothing touched
+
+    dead = tmp_path / "dead"
+    assert main(tiny_args(dead, "train.max_steps=2")) == 0
+    shutil.rmtree(dead / "checkpoints")
+    old_log = (dead / "metrics.jsonl").read_text()
+    assert main(tiny_args(dead, "train.max_steps=2", "--auto-resume")) == 0
+    out = capsys.readouterr().out
+    assert f"what it left is in {dead / 'previous' / '1'}" in out
+    assert (dead / "previous" / "1" / "metrics.jsonl").read_text() == old_log
+    assert sorted(losses(dead)) == [2] and (dead / "checkpoints").is_dir()
+
+
+def test_auto_resume_refuses_another_experiment_and_applies_what_a_resume_may_change(tmp_path, capsys):
+    from pjepa.cli.main import main
+    from pjepa.runs import Run
+
+    run = tmp_path / "run"
+    assert main(tiny_args(run, "train.max_steps=2")) == 0
+    assert main(tiny_args(run, "train.max_steps=2", "optim.lr=0.5", "--auto-resume")) == 2
+    err = capsys.readouterr().err
+    assert "another experiment" in err and "optim.lr: 0.002 in the run, 0.5 given" in err
+    assert main(tiny_args(run, "train.max_steps=4", "--auto-resume")) == 0  # longer: a resume may do that
+    assert "continuing it with train.max_steps=4" in capsys.readouterr().out
+    assert Run(run).resume_overrides() == ["train.max_steps=4"] and sorted(losses(run)) == [2, 4]

@@ -284,9 +284,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, main_rank: bool):
-    """(resume?, config): --auto-resume continues a run that has a checkpoint (with its own config; command
-    line overrides apply only when a run starts), --force or --auto-resume clears one that has none,
-    anything else refuses to write over a run; a resume's overrides are recorded in resumes.jsonl."""
+    """(resume?, config) of the run directory's policy. --auto-resume continues a run that has a checkpoint
+    (refusing a preset or overrides that would make it another run; those a resume may change are applied
+    and recorded), starts one that does not exist, and restarts one that died before its first checkpoint
+    after moving what it left into previous/N; it refuses a folder with results but no checkpoint (a kept
+    or finished run). --force clears a run; anything else refuses to write over one. A resume's overrides
+    are recorded in resumes.jsonl."""
     from pjepa.checks import check_config
     from pjepa.config import build_config
     from pjepa.errors import ConfigError
@@ -295,15 +298,28 @@ def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, 
     if not main_rank:  # rank 0 decides and writes; another rank may already see rank 0's new config.yaml
         if not resume and args.auto_resume and Run(run_dir).checkpoint("last") is not None:
             run = Run(run_dir)
-            return True, check_config(build_config(run.raw_config, run.resume_overrides()))
+            return True, check_config(build_config(run.raw_config, run.resume_overrides() + _changed(run, cfg)))
         return resume, cfg
     if not resume and (run_dir / "config.yaml").is_file():
-        if args.auto_resume and Run(run_dir).checkpoint("last") is not None:
-            resume, run = True, Run(run_dir)  # the preempted run: continue it, with its own config
-            cfg = check_config(build_config(run.raw_config, run.resume_overrides()))
-        elif args.force or args.auto_resume:  # auto: it died before its first checkpoint, start it again
-            if main_rank:
-                Run(run_dir).clear()
+        run = Run(run_dir)
+        if args.auto_resume and run.checkpoint("last") is not None:
+            changed = _changed(run, cfg)  # the preempted run: continue it, with its own config
+            if changed:
+                run.record_resume(run.load_checkpoint("last")[1]["step"], changed)
+                print(f"[pjepa] {run_dir}: continuing it with {' '.join(changed)}", flush=True)
+            return True, check_config(build_config(run.raw_config, run.resume_overrides()))
+        if args.auto_resume and not args.force and run.results():
+            raise ConfigError(f"{run_dir} holds results ({', '.join(run.results()[:4])}) but no checkpoint to "
+                              "continue: a kept or finished run, which --auto-resume would train again over them. "
+                              f"Rate it with pjepa eval / pjepa table as it is, or move it away (or pass --force "
+                              "to replace it) to train it again")
+        if args.auto_resume and not args.force:  # it died before its first checkpoint: start it again
+            moved = run.move_aside()
+            if moved is not None:
+                print(f"[pjepa] {run_dir} had no checkpoint (the run died before its first one): what it "
+                      f"left is in {moved}; starting it again", flush=True)
+        elif args.force:
+            run.clear()
         else:
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
                               "replace it with --force, or pick another --out")
@@ -311,6 +327,47 @@ def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, 
         run = Run(run_dir)
         run.record_resume(run.load_checkpoint("last")[1]["step"], args.overrides)
     return resume, cfg
+
+
+def _changed(run, cfg) -> list[str]:
+    """The overrides that turn the stored run's config into ``cfg`` (what --auto-resume was given), as
+    key=value; a ConfigError naming the keys when a resume may not change them (another preset, another
+    learning rate: another experiment, not a continuation)."""
+    import yaml
+
+    from pjepa.checks import check_config
+    from pjepa.config import build_config, config_to_dict
+    from pjepa.errors import ConfigError
+    from pjepa.runs.run import resumable
+
+    stored = config_to_dict(check_config(build_config(run.raw_config, run.resume_overrides()), build=False))
+    given = config_to_dict(check_config(cfg, build=False))
+    diffs = _diff(stored, given)
+    refused = [k for k in diffs if not resumable(k)]
+    if refused:
+        shown = "; ".join(f"{k}: {_get(stored, k)!r} in the run, {_get(given, k)!r} given" for k in refused[:4])
+        raise ConfigError(f"{run.path} is another experiment than the one asked for ({shown}); --auto-resume "
+                          "continues a run only with its own preset and overrides. Pick another --out, or pass "
+                          "--force to replace it")
+    return [f"{k}={yaml.safe_dump(_get(given, k), default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k in diffs]
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict) and not key.endswith("options"):
+            out += _diff(a[k], b[k], key + ".")
+        elif a.get(k) != b.get(k):
+            out.append(key)
+    return out
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

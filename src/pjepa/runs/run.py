@@ -18,6 +18,7 @@ config is migrated on read (see ``pjepa.config.migrate_legacy``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from functools import cached_property
@@ -57,11 +58,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def resumable(key: str) -> bool:
+    """Whether a resume may change the dotted config ``key`` (see ``RESUMABLE``)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
+
+
 def check_resume_overrides(overrides: list[str]) -> None:
     """ConfigError for an override a resume may not make (see ``RESUMABLE``)."""
     for item in overrides:
         key = item.split("=", 1)[0]
-        if not any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE):
+        if not resumable(key):
             raise ConfigError(
                 f"--resume with {item!r}: a resume may change only duration, time limit, evaluation and logging "
                 f"({', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}); {key} would make it another "
@@ -198,6 +204,26 @@ class Run:
         if not self.eval_dir.is_dir():
             return {}
         return {p.stem: _read_json(p) for p in sorted(self.eval_dir.glob("*.json"))}
+
+    def results(self) -> list[str]:
+        """The evaluation results and completion marks this folder holds (``eval/*.json``, ``sweep_done.json``):
+        what a kept or finished run has and a run that died before its first checkpoint does not."""
+        found = sorted(f"eval/{p.name}" for p in self.eval_dir.glob("*.json")) if self.eval_dir.is_dir() else []
+        return found + (["sweep_done.json"] if (self.path / "sweep_done.json").is_file() else [])
+
+    def move_aside(self) -> Path | None:
+        """Move pjepa's own files and folders into ``previous/N`` (never deleted: a run restarted by
+        ``--auto-resume`` keeps what it replaces); returns that folder, or None when there was nothing."""
+        present = [n for n in (*RUN_FILES, *RUN_DIRS) if (self.path / n).exists()]
+        if not present:
+            return None
+        parent = self.path / "previous"
+        n = 1 + max((int(p.name) for p in parent.glob("*") if p.name.isdigit()), default=0) if parent.is_dir() else 1
+        dest = parent / str(n)
+        dest.mkdir(parents=True)
+        for name in present:
+            os.replace(self.path / name, dest / name)
+        return dest
 
     def clear(self) -> None:
         """Delete what training and evaluation wrote here (``--force``): only pjepa's own files and folders."""
