@@ -185,3 +185,20 @@ def test_dry_run_after_a_head_switch_shows_the_new_heads_defaults():
     head = yaml.safe_load(out.stdout)["head"]
     assert head == {"name": "deterministic", "options": {"loss": "smooth_l1", "align_weight": 1.0,
                                                          "var_weight": 0.0, "cov_weight": 0.0}}
+
+
+def test_config_mistakes_that_used_to_give_generic_errors_are_named(tmp_path):
+    from pjepa.presets import resolve_config_path
+
+    (tmp_path / "a.yaml").write_text("train: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match="is a folder, not a config file \\(it holds a.yaml\\)"):
+        resolve_config_path(tmp_path)
+    (tmp_path / "child.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="base: missing.yaml in .* does not exist: the path is relative"):
+        load_config(tmp_path / "child.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("# caf\xe9\ntrain: {epochs: 1}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(tmp_path / "latin1.yaml")
+    with pytest.raises(ConfigError, match="eval.periodic_train_subset=0: need an integer > 0 while train.eval_every"):
+        check_config(build_config(None, ["eval.periodic_train_subset=0"]))
+    check_config(build_config(None, ["eval.periodic_train_subset=0", "train.eval_every=0"]))  # no periodic kNN: fine

@@ -121,6 +121,10 @@ def _check_eval(cfg: Config) -> None:
     _require(e.batch_size > 0, "eval.batch_size", e.batch_size, "need an integer > 0")
     for key in ("periodic_train_subset", "periodic_val_subset", "periodic_head_subset"):
         _require(getattr(e, key) >= 0, f"eval.{key}", getattr(e, key), "need an integer >= 0")
+    if cfg.train.eval_every > 0:  # the periodic kNN needs a bank and queries (train.eval_every=0 turns it off)
+        for key in ("periodic_train_subset", "periodic_val_subset"):
+            _require(getattr(e, key) > 0, f"eval.{key}", getattr(e, key),
+                     "need an integer > 0 while train.eval_every > 0 (set train.eval_every=0 for no periodic kNN)")
     _require(e.head_samples > 1, "eval.head_samples", e.head_samples, "need an integer >= 2 (a spread needs two draws)")
 
 

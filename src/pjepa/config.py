@@ -370,13 +370,21 @@ def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]
     if resolved in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, resolved))
         raise ConfigError(f"base: cycle in config files: {cycle}")
-    data = _safe_load(path.read_text(), str(path)) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 "
+                          "YAML") from None
+    data = _safe_load(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     base = data.pop("base", None)
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"base: in {path} must be a file name, got {base!r}")
+        if not (path.parent / base).is_file():
+            raise ConfigError(f"base: {base} in {path} does not exist: the path is relative to the folder of the file "
+                              f"that names it ({path.parent}); fix the name or give a path from there")
         data = merge(load_yaml(path.parent / base, (*_chain, resolved)), data)
     return data
 

@@ -25,6 +25,11 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        yamls = sorted(p.name for p in path.glob("*.yaml"))[:6]
+        hint = f" (it holds {', '.join(yamls)})" if yamls else ""
+        raise ConfigError(f"--config {name_or_path} is a folder, not a config file{hint}: pass one YAML file or "
+                          "a preset name (`pjepa presets` lists them)")
     name = str(name_or_path).removesuffix(".yaml")
     for candidate in (PRESET_DIR / f"{name}.yaml", PRESET_DIR / f"{name.removeprefix('configs/')}.yaml"):
         if candidate.is_file():
