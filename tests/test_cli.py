@@ -6,6 +6,8 @@ import argparse
 
 import pytest
 
+import os
+
 from conftest import run_cli
 from pjepa.cli.main import build_parser
 from pjepa.data import expand_data_path
@@ -102,3 +104,26 @@ def test_a_mistyped_subcommand_is_named_before_the_options_after_it(capsys):
     with pytest.raises(SystemExit):
         main(["trian", "--config", "smoke"])
     assert "invalid choice: 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.6])
+def test_ctrl_c_while_a_command_starts_or_works_is_one_line(delay, tiny_run):
+    """SIGINT at any moment of a command (importing torch, building the parsers, computing features): one
+    line, ``pjepa: interrupted``, no traceback; the exit says so (130, or death by SIGINT)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "pjepa", "eval", "knn", "--run", str(tiny_run), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.fail(f"the command finished within {delay} s, before the interrupt: give it more work")
+    assert proc.returncode in (130, -signal.SIGINT) and err.strip().splitlines()[-1:] == ["pjepa: interrupted"], err
+    assert "Traceback" not in err

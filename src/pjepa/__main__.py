@@ -1,7 +1,5 @@
 """``python -m pjepa ...`` (also what ``torchrun -m pjepa`` runs)."""
 
-import sys
+from pjepa.cli import entry
 
-from pjepa.cli.main import main
-
-sys.exit(main())
+entry()

@@ -560,6 +560,14 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], unknown: lis
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parsers and the command's modules are still being built
+        print("pjepa: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come before or after options (`--out DIR key=value`): argparse
     # leaves trailing positionals unparsed, so collect every `key=value` left over.
@@ -582,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pjepa: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("pjepa: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `pjepa ... | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
