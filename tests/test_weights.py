@@ -255,3 +255,24 @@ def test_export_a_run(tiny_run, tmp_path, capsys, which):
     ref = method.feature_encoder(which).eval()
     x = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(2))
     assert torch.equal(features(load_encoder(out), x), features(ref, x))
+
+
+def test_a_weight_file_is_checked_like_a_checkpoint(tmp_path):
+    """NaN weights, and a JSON that lies about (or exaggerates) the architecture, are named errors before
+    anything is built or rated."""
+    import json
+
+    path = save_encoder(vit(), tmp_path / "enc.safetensors")
+    arch = json.loads(path.with_suffix(".json").read_text())
+    for key, value in (("depth", 1_000_000), ("img_size", 4_000_000), ("embed_dim", 96)):
+        path.with_suffix(".json").write_text(json.dumps({**arch, key: value}))
+        with pytest.raises(WeightsError, match=f"{key} is {value} but the weights in enc.safetensors hold"):
+            load_encoder(path)  # refused from the header: the error comes before any model is built
+    path.with_suffix(".json").write_text(json.dumps(arch))
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    state["blocks.1.mlp.fc2.weight"][0, 0] = float("nan")
+    save_file(state, str(path))
+    with pytest.raises(WeightsError, match="'blocks.1.mlp.fc2.weight' holds 1 non-finite value"):
+        load_encoder(path)

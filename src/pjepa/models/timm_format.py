@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from pjepa.errors import WeightsError
@@ -268,6 +268,7 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | Path) -> None:
     missing / unexpected key or mismatching shape.
     """
     state = read_timm_file(path)
+    check_finite(state, str(path))
     try:
         ours = from_timm(state)
     except WeightsError as e:
@@ -275,9 +276,46 @@ def load_encoder_weights(encoder: VisionTransformer, path: str | Path) -> None:
     _load_into(encoder, ours, str(path))
 
 
+def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def check_architecture(path: str | Path, arch: dict[str, Any]) -> None:
+    """The architecture JSON of ``path`` against the tensor shapes in the weights' own header, before anything
+    is built: a lying or absurd JSON (a million blocks, a huge image) is a named error in milliseconds."""
+    where = str(_json_path(Path(path)))
+    shapes = file_shapes(path)
+    meta = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    try:
+        found = infer_architecture(meta, num_heads=1)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    for key in ("img_size", "patch_size", "embed_dim", "depth", "mlp_ratio"):
+        if key in arch and arch[key] != found[key]:
+            raise WeightsError(f"{where}: {key} is {arch[key]!r} but the weights in {Path(path).name} hold "
+                               f"{found[key]!r} ({describe({**found, 'num_heads': '?'})}); the JSON does not "
+                               "describe this file: write it again with pjepa export / pjepa import")
+
+
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """A WeightsError naming the first tensor holding NaN or inf (a weight file is checked as checkpoints are)."""
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"{where}: {key!r} holds {bad} non-finite value(s) (NaN or inf): the file is "
+                               "corrupt or its training diverged; use another file or checkpoint")
+
+
 def load_encoder(path: str | Path) -> VisionTransformer:
-    """The encoder saved at ``path`` (safetensors + ``path.with_suffix('.json')``), in eval mode."""
+    """The encoder saved at ``path`` (safetensors + ``path.with_suffix('.json')``), in eval mode; the JSON is
+    checked against the weights' shapes before the model is built, and the weights for finite values."""
     arch = read_architecture(path)
+    check_architecture(path, arch)
     encoder = build_encoder_from(arch, where=str(_json_path(Path(path))))
     load_encoder_weights(encoder, path)
     return encoder.eval()
