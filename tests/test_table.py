@@ -331,3 +331,25 @@ def test_the_correct_flag(sweep, capsys):
         main(["table", str(sweep), "--correct", "bonferroni"])
     with pytest.raises(PJepaError, match="bonferroni"):
         table_rows([sweep], correct="bonferroni")
+
+
+def test_copies_of_one_run_are_not_two_seeds_and_old_scores_are_named(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    from pjepa.errors import CheckpointError, PJepaError
+    from pjepa.eval.protocols.knn import evaluate_knn
+
+    evaluate_knn(tiny_run, progress=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_run, a)
+    shutil.copytree(tiny_run, b)
+    with pytest.raises(PJepaError, match="are the same run .*copies would count as two seeds"):
+        table_rows([a, b])
+    knn = json.loads((b / "eval" / "knn.json").read_text())
+    (b / "eval" / "knn.json").write_text(json.dumps({**knn, "step": 1}))  # rated before the run was resumed
+    (row,) = table_rows([b])
+    assert row["run"] == "b (knn rated at step 1 of 2: evaluate again)"
+    (a / "config.yaml").write_text("")
+    with pytest.raises(CheckpointError, match="config.yaml is empty"):
+        table_rows([a])

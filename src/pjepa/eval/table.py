@@ -187,6 +187,38 @@ def _unfinished(run: Run) -> str | None:
     return None if run.config.train.time_limit_min > 0 else f"stopped at {at}"
 
 
+#: The result files a table row reads, by the name ``Run.eval_result`` takes.
+RATED = ("knn", "knn_val", "knn_white", "knn_val_white", "knn_context", "linear", "lowshot", "finetune", "head",
+         "calibration")
+
+
+def _stale(run: Run) -> str | None:
+    """A note when some of the run's results rate an earlier step than the one it trained to (evaluated,
+    then resumed for longer): ``"knn rated at step 500 of 3510"``; such a row is not averaged with others."""
+    steps = [r["step"] for r in run.metrics() if "train/loss" in r]
+    if not steps:
+        return None
+    last = max(steps)
+    old = [(name, res["step"]) for name in RATED if isinstance(res := run.eval_result(name), dict)
+           and isinstance(res.get("step"), int) and 0 < res["step"] < last
+           and res.get("checkpoint", "last") in ("last", None)]  # a --checkpoint best result is meant to be earlier
+    if not old:
+        return None
+    shown = ", ".join(f"{name} rated at step {step}" for name, step in old[:3])
+    return f"{shown} of {last}: evaluate again"
+
+
+def _check_no_copies(rows: list[dict[str, Any]]) -> None:
+    """Two rows of one group with the same seed are one run copied, not two seeds: refuse to average them."""
+    seen: dict[tuple[str, Any], str] = {}
+    for r in rows:
+        key = (r["_key"], r.get("seed"))
+        if key in seen and r.get("_path") != seen[key]:
+            raise PJepaError(f"{seen[key]} and {r.get('_path')} are the same run (same config, seed "
+                             f"{r.get('seed')}): copies would count as two seeds; pass one of them")
+        seen[key] = r.get("_path")
+
+
 def _key(run: Run, *drop: tuple[str, ...]) -> str:
     """The run's config without its seed, thread count, progress bar, a wall-time cap it finished
     within (and any ``drop``ped sections): equal keys = one group. The
@@ -246,6 +278,7 @@ def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "au
     ``CORRECTIONS``)."""
     check_correction(correct)  # before any run is read
     rows, baselines = per_run_rows(runs)
+    _check_no_copies(rows)
     out = _group(rows) + _group(baselines)
     add_noise_column(out, by, correct)
     return out
@@ -264,8 +297,8 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
         seed = run.config.train.seed
         # one sweep per head names every run cpu_seed0: then the folder names the row (mdn/cpu_seed0)
         shown = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
-        note = _unfinished(run)  # such a run is a row of its own, never averaged into a seed group
-        rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed,
+        note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group
+        rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed, "_path": str(run.path),
                      "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run),
                      **_head_cells(run.eval_result("head"))})
         for name, label in BASELINES.items():

@@ -108,6 +108,9 @@ class Run:
                                   "restore it (pjepa train wrote it) or train the run again") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{self.path}/config.yaml holds a {type(data).__name__}, not a config mapping")
+        if not data:  # not even the schema's sections: its numbers would be read against defaults it never used
+            raise CheckpointError(f"{self.path}/config.yaml is empty: the run's config is lost; restore it (pjepa "
+                                  "train wrote it) or train the run again")
         return migrate_legacy(data) if is_legacy(data) else data
 
     def resume_overrides(self) -> list[str]:
