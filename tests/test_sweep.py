@@ -397,3 +397,15 @@ def test_an_unknown_evaluation_is_named_with_the_choices_before_anything_runs(tm
     with pytest.raises(ConfigError, match=r"unknown protocol 'knnval', did you mean 'knn_val'\? \(protocols: .*knn_val"):
         check_protocols(["knn", "knnval"])
 
+
+
+def test_a_huge_grid_needs_max_runs(tmp_path, capsys):
+    from pjepa.cli.main import main
+
+    lrs = ",".join(f"{i}e-4" for i in range(1, 101))
+    args = ["sweep", "--config", str(SMOKE), "--out", str(tmp_path / "s"), "--dry-run", f"optim.lr={lrs}",
+            "train.seed=" + ",".join(map(str, range(20)))]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the grid has 2,000 runs (100 (optim.lr) x 20 (train.seed)), more than --max-runs 1,000" in err
+    assert not (tmp_path / "s").exists()  # refused before anything was written

@@ -256,3 +256,15 @@ def test_report_has_contents_captions_readable_tables_and_names_what_a_run_canno
 def test_plot_writes_vector_formats(runs, tmp_path, fmt, magic):
     (path,) = make_figure("loss", [runs["mdn"]], tmp_path, fmt=fmt, dpi=150)
     assert path.suffix == f".{fmt}" and path.read_bytes().startswith(magic)
+
+
+def test_plot_refuses_a_run_without_the_data_a_figure_needs(runs, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(runs["mdn"].path, bare)
+    (bare / "metrics.jsonl").unlink()
+    with pytest.raises(ConfigError, match="has training losses .*did training start"):
+        make_figure("loss", [Run(bare)], tmp_path)
+    with pytest.raises(ConfigError, match="has periodic kNN values"):
+        make_figure("knn", [Run(bare)], tmp_path)

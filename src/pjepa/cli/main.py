@@ -82,6 +82,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", action="store_true", help="also rate the untrained encoder and raw pixels (kNN, and linear when --eval has it)")
     p.add_argument("--launcher", choices=["local", "submitit"], default="local",
                    help="local: one run after another here; submitit: one SLURM job per run with work left")
+    p.add_argument("--max-runs", type=positive_int, default=1000, metavar="N",
+                   help="refuse a grid of more than N runs (default 1000): a typo in a list of values should not "
+                        "queue a million runs")
     p.add_argument("--dry-run", action="store_true", help="check every run's config, print the grid, exit")
     s = p.add_argument_group("submitit launcher")
     s.add_argument("--slurm-partition", help="SLURM partition")
@@ -385,7 +388,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                          args.wait)
     protocols = [name.strip() for name in args.eval.split(",") if name.strip()]
     return run_sweep(args.config, args.out, args.overrides, protocols, args.baselines, args.launcher, slurm,
-                     args.dry_run, argv=["pjepa", *args.argv], echo=lambda line: print(line, flush=True))
+                     args.dry_run, argv=["pjepa", *args.argv], echo=lambda line: print(line, flush=True),
+                     max_runs=args.max_runs)
 
 
 def cmd_table(args: argparse.Namespace) -> int:

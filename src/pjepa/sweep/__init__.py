@@ -23,6 +23,7 @@ from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid, split
 from pjepa.sweep.plan import SweepPlan, plan_sweep, settle_sweep_dir
 from pjepa.sweep.runner import Outcome, PointJob, run_local, run_point
 from pjepa.sweep.slurm import SlurmOptions, submit_jobs
+from pjepa.sweep.grid import MAX_RUNS
 from pjepa.sweep.state import DERIVED_EVALS, baseline_evals
 
 __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "SweepPlan", "grid_points", "parse_grid",
@@ -55,12 +56,13 @@ def point_jobs(plan: SweepPlan, protocols: tuple[str, ...] = (), baselines: bool
 
 def run_sweep(config: str, out: str | Path, overrides: list[str], protocols: list[str] | None = None,
               baselines: bool = False, launcher: str = "local", slurm: SlurmOptions | None = None,
-              dry_run: bool = False, argv: list[str] | None = None, echo: Callable[[str], None] = print) -> int:
+              dry_run: bool = False, argv: list[str] | None = None, echo: Callable[[str], None] = print,
+              max_runs: int = MAX_RUNS) -> int:
     """Plan (every config checked), then run the sweep locally or submit it; returns the exit status."""
     if launcher not in ("local", "submitit"):
         raise ConfigError(f"--launcher {launcher!r}: choose local or submitit")
     names = check_protocols(list(protocols or []))
-    plan = plan_sweep(config, out, overrides)
+    plan = plan_sweep(config, out, overrides, max_runs)
     jobs = point_jobs(plan, names, baselines)
     axes = ", ".join(f"{o.key} ({len(o.values)})" for o in plan.axes) or "none"
     echo(f"[sweep] {len(jobs)} runs of {plan.config_path.name} into {plan.out}; axes: {axes}; "

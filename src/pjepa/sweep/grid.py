@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from pjepa.errors import ConfigError
 
 SEED_KEY = "train.seed"
 MAX_NAME = 100  # characters of a run name before it is shortened (+ a hash): file systems allow 255
+MAX_RUNS = 1000  # a grid larger than this needs --max-runs: a typo in a range should not queue a million runs
 _OPEN, _CLOSE = "[{", "]}"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 _UNSAFE_ENDS = re.compile(r"^[^A-Za-z0-9_.+-]+|[^A-Za-z0-9_.+-]+$")
@@ -114,10 +116,16 @@ def _name(axes: list[Override], values: tuple[str, ...], stem: str) -> tuple[str
     return body, seed[0] if seed else ""
 
 
-def grid_points(items: list[Override], stem: str) -> list[GridPoint]:
+def grid_points(items: list[Override], stem: str, max_runs: int = MAX_RUNS) -> list[GridPoint]:
     """The Cartesian product of the axes in ``items`` (command-line order; one point if none), each with
-    a unique, readable name; ``stem`` (the config's file name) names a sweep that varies only the seed."""
+    a unique, readable name; ``stem`` (the config's file name) names a sweep that varies only the seed.
+    A grid of more than ``max_runs`` points is a ConfigError before any is built."""
     axes = [o for o in items if o.is_axis]
+    size = math.prod(len(o.values) for o in axes)
+    if size > max_runs:
+        shape = " x ".join(f"{len(o.values)} ({o.key})" for o in axes)
+        raise ConfigError(f"the grid has {size:,} runs ({shape}), more than --max-runs {max_runs:,}: check the "
+                          f"values, or pass --max-runs {size} if you mean it")
     points = []
     for combo in itertools.product(*(o.values for o in axes)):
         chosen = dict(zip((o.key for o in axes), combo))

@@ -22,7 +22,7 @@ from pjepa.config import dump_config, load_config, load_yaml
 from pjepa.errors import ConfigError
 from pjepa.presets import resolve_config_path
 from pjepa.runs.state_io import atomic_write_bytes
-from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid
+from pjepa.sweep.grid import MAX_RUNS, GridPoint, Override, grid_points, parse_grid
 
 PLAN_FILE = "sweep.json"
 
@@ -73,12 +73,12 @@ def _check_point(path: Path, point: GridPoint) -> str:
         raise ConfigError(f"{where}: {e}") from None
 
 
-def plan_sweep(config: str, out: str | Path, overrides: list[str]) -> SweepPlan:
-    """Parse the grid and check every point's config; ConfigError on the first bad one, or when two
-    points would train the same config (e.g. ``optim.lr=1e-3,0.001``)."""
+def plan_sweep(config: str, out: str | Path, overrides: list[str], max_runs: int = MAX_RUNS) -> SweepPlan:
+    """Parse the grid and check every point's config; ConfigError on the first bad one, when two points
+    would train the same config (e.g. ``optim.lr=1e-3,0.001``), or when it has more than ``max_runs`` points."""
     path = resolve_config_path(config).resolve()
     items = parse_grid(overrides)
-    points = grid_points(items, path.stem)
+    points = grid_points(items, path.stem, max_runs)
     seen: dict[str, str] = {}
     for point in points:
         resolved = _check_point(path, point)

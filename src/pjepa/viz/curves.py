@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from pjepa.errors import ConfigError
 from pjepa.runs import Run
 from pjepa.viz.common import color, pyplot, run_label
 
@@ -31,10 +32,17 @@ def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [s for s, _ in points], [v for _, v in points]
 
 
+def _require_series(runs: Sequence[Run], key: str, what: str) -> None:
+    """A ConfigError when no run has any ``key`` row: a figure of empty axes says nothing."""
+    if not any(series(run.metrics(), key)[0] for run in runs):
+        raise ConfigError(f"no run among {', '.join(r.name for r in runs)} has {what}: nothing to plot")
+
+
 def plot_loss(runs: Sequence[Run], key: str = LOSS) -> Any:
     """One curve per run of its training loss. Losses of different heads are not comparable
     (an NLL, a noise MSE, a smooth-L1): the legend names each run's head, and a log axis is used
     only where every value is positive."""
+    _require_series(runs, key, "training losses (metrics.jsonl: did training start?)")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     positive = True
@@ -58,6 +66,7 @@ def plot_loss(runs: Sequence[Run], key: str = LOSS) -> Any:
 def plot_knn(runs: Sequence[Run], key: str = KNN) -> Any:
     """kNN@1 on the validation split over training, one curve per run; a run with a single periodic
     value is a marker (a line through one point would not show)."""
+    _require_series(runs, key, "periodic kNN values (train.eval_every > 0 logs them to metrics.jsonl)")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for i, run in enumerate(runs):
