@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import signal
 import subprocess
 import sys
@@ -338,3 +339,22 @@ def test_auto_resume_refuses_another_experiment_and_applies_what_a_resume_may_ch
     assert main(tiny_args(run, "train.max_steps=4", "--auto-resume")) == 0  # longer: a resume may do that
     assert "continuing it with train.max_steps=4" in capsys.readouterr().out
     assert Run(run).resume_overrides() == ["train.max_steps=4"] and sorted(losses(run)) == [2, 4]
+
+
+def test_a_lock_being_created_cannot_be_taken_over(tmp_path, monkeypatch):
+    """The window between creating the lock and writing it: a second writer that looks then sees a lock
+    that is whole (linked into place) or, on a file system without links, fresh and so held."""
+    from pjepa.runs import RunLock
+    from pjepa.runs.lock import writer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("")  # created, not yet written: what a second writer could see without the fix
+    assert writer(run) is not None
+    with pytest.raises(CheckpointError, match="one writer per run directory"):
+        RunLock(run).acquire()
+    old = time.time() - 60
+    os.utime(run / ".lock", (old, old))  # an empty lock a minute old: a writer that died mid-create
+    with RunLock(run):
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+        assert not list(run.glob(".lock.*"))  # the temporary file is gone

@@ -1,7 +1,9 @@
 """One writer per run directory: ``RUN/.lock`` holds the writer's pid, host and start time.
 
 A second ``pjepa train`` into the same directory (a fresh run or a resume) is refused with a
-named error while the lock's process lives. A lock left by a process that died (SIGKILL,
+named error while the lock's process lives. The lock appears whole or not at all: it is written to a
+temporary file first and linked into place (``os.link`` fails if the lock exists), so no second writer
+ever sees it created but empty and takes it over as stale. A lock left by a process that died (SIGKILL,
 power loss) on this host is stale and taken over, so kill-then-resume keeps working; a lock
 from another host cannot be checked from here, and the error says how to clear it.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
@@ -38,12 +41,21 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: An unreadable lock younger than this is one being written (on a file system without hard links).
+FRESH_SECONDS = 10.0
+
+
 def writer(run_dir: str | Path) -> dict[str, Any] | None:
     """The live writer of ``run_dir`` (``{"pid", "host", "started"}``), or None: no lock, or a stale one
     (its process on this host is gone). A lock from another host counts as live: it cannot be checked."""
-    holder = _read(Path(run_dir) / LOCK_FILE)
+    path = Path(run_dir) / LOCK_FILE
+    holder = _read(path)
     if holder is None:
-        return None
+        try:
+            fresh = time.time() - path.stat().st_mtime < FRESH_SECONDS
+        except OSError:
+            return None
+        return {"pid": "?", "host": "?", "started": path.stat().st_mtime} if fresh else None
     if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
         return None
     return holder
@@ -64,22 +76,37 @@ class RunLock:
         return CheckpointError(f"{self.path.parent} is being written by {where} since {since}: "
                                f"one writer per run directory; {hint}")
 
+    def _create(self, me: dict[str, Any]) -> bool:
+        """Create the lock holding ``me`` atomically; False if it exists."""
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps(me))
+        try:
+            os.link(tmp, self.path)  # fails if the lock exists; the lock is never seen half-written
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: exclusive create, then write (FRESH_SECONDS covers it)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def acquire(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                holder = writer(self.path.parent)
-                if holder is not None:
-                    raise self._holder_error(holder) from None
-                self.path.unlink(missing_ok=True)  # a dead writer's lock: take it over
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
+            if self._create(me):
+                self.held = True
+                return self
+            holder = writer(self.path.parent)
+            if holder is not None:
+                raise self._holder_error(holder)
+            self.path.unlink(missing_ok=True)  # a dead writer's lock: take it over
         raise CheckpointError(f"could not take the lock {self.path}: another process keeps creating it")
 
     def release(self) -> None:
