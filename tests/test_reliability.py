@@ -358,3 +358,20 @@ def test_a_lock_being_created_cannot_be_taken_over(tmp_path, monkeypatch):
     with RunLock(run):
         assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
         assert not list(run.glob(".lock.*"))  # the temporary file is gone
+
+
+def test_a_bit_flip_inside_a_checkpoint_is_named_and_old_checkpoints_still_load(tmp_path):
+    from pjepa.runs.checkpoint import CHECKSUM_FILE, MODEL_FILE, save_checkpoint
+
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, "last", {"w": torch.ones(64)}, {"step": 3})
+    weights, state = load_checkpoint(root, "last")
+    assert state["step"] == 3
+    data = bytearray((root / "last" / MODEL_FILE).read_bytes())
+    data[-5] ^= 0x10  # one bit inside the tensor data: still a valid file, silently wrong weights
+    (root / "last" / MODEL_FILE).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the checksum written with it"):
+        load_checkpoint(root, "last")
+    (root / "last" / CHECKSUM_FILE).unlink()  # as a checkpoint written before checksums
+    with pytest.warns(UserWarning, match="written before checkpoints carried checksums"):
+        load_checkpoint(root, "last")

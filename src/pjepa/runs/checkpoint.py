@@ -12,8 +12,11 @@ any point leaves either the old or the new checkpoint complete, and
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,8 @@ from pjepa.runs.state_io import atomic_write_bytes, load_tree, read_scalars, sav
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
+CHECKSUM_FILE = "checksums.json"  # sha256 of both files, written last: silent corruption is named on load
+_warned_unverified: set[str] = set()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,6 +55,8 @@ def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Ten
     try:
         atomic_write_bytes(tmp / MODEL_FILE, save_safetensors_bytes(tensors))
         save_tree(tmp / STATE_FILE, train_state)
+        sums = {f: _sha256(tmp / f) for f in (MODEL_FILE, STATE_FILE)}
+        atomic_write_bytes(tmp / CHECKSUM_FILE, (json.dumps(sums, indent=1) + "\n").encode())
     except CheckpointError:
         shutil.rmtree(tmp, ignore_errors=True)  # the half-written new one goes; the old one was never touched
         raise
@@ -107,6 +114,40 @@ def checkpoint_step(ckpt_root: Path, name: str = "last") -> int | None:
     return int(step) if isinstance(step, int) else None
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def verify_checkpoint(path: Path) -> bool:
+    """Check both files of checkpoint folder ``path`` against its checksums (a CheckpointError naming the
+    file that differs); False, with one warning per folder, for a checkpoint written before checksums."""
+    sums_path = path / CHECKSUM_FILE
+    if not sums_path.is_file():
+        if str(path) not in _warned_unverified:
+            _warned_unverified.add(str(path))
+            warnings.warn(f"{path} was written before checkpoints carried checksums: loaded without verifying it",
+                          stacklevel=3)
+        return False
+    try:
+        sums = json.loads(sums_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{sums_path} is not readable JSON ({e}): the checkpoint is damaged; use another "
+                              "checkpoint or resume from an earlier one") from None
+    for name in (MODEL_FILE, STATE_FILE):
+        if not isinstance(sums, dict) or sums.get(name) != _sha256(path / name):
+            raise CheckpointError(f"{path / name} does not match the checksum written with it: the file was "
+                                  "damaged after it was saved (disk, copy, edit); use another checkpoint "
+                                  "(checkpoints/best, an earlier step_*) or train again")
+    return True
+
+
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_safetensors_bytes((path / MODEL_FILE).read_bytes())
@@ -122,6 +163,7 @@ def load_checkpoint(ckpt_root: Path, name: str, map_location: str | torch.device
             f"no complete checkpoint {name!r} under {ckpt_root}; "
             "the run stopped before its first checkpoint (lower train.ckpt_every) or the path is wrong"
         )
+    verify_checkpoint(path)
     weights = {k: v.to(map_location) for k, v in load_weights(path).items()}
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:  # pjepa never saves these; a file from elsewhere or a corrupted one must not be rated as a result
