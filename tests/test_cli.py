@@ -127,3 +127,48 @@ def test_ctrl_c_while_a_command_starts_or_works_is_one_line(delay, tiny_run):
         pytest.fail(f"the command finished within {delay} s, before the interrupt: give it more work")
     assert proc.returncode in (130, -signal.SIGINT) and err.strip().splitlines()[-1:] == ["pjepa: interrupted"], err
     assert "Traceback" not in err
+
+
+def test_every_writing_command_checks_its_output_before_working(tmp_path, tiny_run, capsys):
+    """An output that is a file where a folder is wanted (or the reverse), or a folder that cannot be created,
+    is one named error before any work: train, eval, sweep, export, report, plot, table --csv."""
+    from conftest import SMOKE, TINY
+    from pjepa.cli.main import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    under_file = a_file / "sub"
+    cases = [
+        (["train", "--config", str(SMOKE), *TINY, "--out", str(a_file)], "is a file, not a folder"),
+        (["train", "--config", str(SMOKE), *TINY, "--out", str(under_file)], "cannot create run directory"),
+        (["sweep", "--config", str(SMOKE), "--out", str(a_file), *TINY], "is a file, not a folder"),
+        (["export", "--run", str(tiny_run), "--out", str(tmp_path)], "is a folder: give a file name"),
+        (["export", "--run", str(tiny_run), "--out", str(under_file / "e.safetensors")], "cannot create"),
+        (["report", str(tiny_run), "--out", str(a_file)], "is a file, not a folder"),
+        (["plot", "loss", str(tiny_run), "--out", str(under_file)], "cannot create figure folder"),
+        (["table", str(tiny_run), "--csv", str(tmp_path)], "is a folder: give a file name"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_a_read_only_output_is_named(tmp_path, monkeypatch):
+    """A folder that exists but cannot be written (a read-only mount: permission bits do not stop root)."""
+    import errno
+    from pathlib import Path
+
+    from pjepa.errors import CheckpointError
+    from pjepa.runs.writable import writable_dir
+
+    real = Path.write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".pjepa-write-probe"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(CheckpointError, match="is not writable \\(Read-only file system\\)"):
+        writable_dir(tmp_path, "report folder (--out)")

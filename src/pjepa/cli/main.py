@@ -275,6 +275,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(dump_config(cfg), end="")
         return 0
     main_rank = int(os.environ.get("RANK", "0")) == 0
+    if main_rank:
+        from pjepa.runs.writable import writable_dir
+
+        writable_dir(run_dir, "run directory (--out)")
     # refuse now if another process writes there (train() holds the lock again until it ends)
     with RunLock(run_dir) if main_rank else contextlib.nullcontext():
         resume, cfg = _settle_run_dir(args, run_dir, resume, cfg, main_rank)
@@ -375,6 +379,10 @@ def _get(d: dict, key: str):
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pjepa.eval.protocols import PROTOCOLS
+    from pjepa.runs.writable import writable_dir
+
+    if Path(args.run).is_dir() and (Path(args.run) / "config.yaml").is_file():
+        writable_dir(Path(args.run) / "eval", "the run's eval folder")  # before the evaluation, not after it
 
     for line in PROTOCOLS.get(args.protocol).run(args):
         print(line)
@@ -382,7 +390,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from pjepa.runs.writable import writable_dir
     from pjepa.sweep import SlurmOptions, run_sweep
+
+    if not args.dry_run:
+        writable_dir(args.out, "sweep folder (--out)")
 
     slurm = SlurmOptions(args.slurm_partition, args.slurm_time_min, args.slurm_gpus, args.slurm_cpus, args.cluster,
                          args.wait)
@@ -395,6 +407,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from pjepa.eval.table import pairs_markdown, per_run_csv, table_rows, to_csv, to_markdown
 
+    if args.csv is not None:
+        from pjepa.runs.writable import writable_file
+
+        writable_file(args.csv, "--csv")
     rows = table_rows(args.runs, args.by, args.correct)
     csv_text = per_run_csv(args.runs) if args.per_run else to_csv(rows)
     if args.format in ("md", "both"):
@@ -430,6 +446,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pjepa.eval.sources import online_target
     from pjepa.methods.weights import export_run_encoder
     from pjepa.runs import Run
+    from pjepa.runs.writable import writable_file
+
+    writable_file(args.out, "--out")
 
     _print_written(export_run_encoder(args.run, args.out, encoder=args.encoder, checkpoint=args.checkpoint))
     if args.encoder == "target" and online_target(Run(args.run)):
@@ -440,6 +459,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from pjepa.methods.weights import import_official
+    from pjepa.runs.writable import writable_file
+
+    writable_file(args.out, "--out")
 
     _print_written(import_official(args.src, args.out, kind=args.kind, which=args.encoder, num_heads=args.num_heads))
     return 0
@@ -447,7 +469,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from pjepa.runs import Run
+    from pjepa.runs.writable import writable_dir
     from pjepa.viz.figures import make_figure
+
+    for folder in [args.out] if args.out else [Path(r) / "figures" for r in args.runs if Path(r).is_dir()]:
+        writable_dir(folder, "figure folder")
 
     for path in make_figure(args.what, [Run(r) for r in args.runs], args.out, args.format, args.dpi):
         print(f"wrote {path}")
@@ -455,7 +481,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from pjepa.runs.writable import writable_dir
     from pjepa.viz.report import write_report
+
+    writable_dir(args.out, "report folder (--out)")
 
     path, _ = write_report(args.runs, args.out, args.title, tensorboard=not args.no_tensorboard,
                            echo=lambda line: print(f"  {line}", flush=True), studies=args.study,
@@ -472,6 +501,9 @@ def cmd_gen(args: argparse.Namespace) -> int:
     moved = [str(r) for r in args.runs if "=" in str(r) and not r.exists()]
     runs = [r for r in args.runs if str(r) not in moved]
     cfg = load_study_config(args.preset, moved + list(args.overrides))
+    from pjepa.runs.writable import writable_dir
+
+    writable_dir(args.out, "study folder (--out)")
     seed_everything(cfg.seed)
     from pjepa.viz.report import write_study_report
 

@@ -1,0 +1,55 @@
+"""One check, before any work, that a command's output can be written.
+
+Every command that writes (train, eval, sweep, export, report, plot, ``table --csv``, gen study) calls
+``writable_dir`` or ``writable_file`` on its output first: a path that is a file where a folder is
+wanted (or the reverse), a folder that cannot be created, or one that cannot be written (read-only
+mount, permissions) is a ``CheckpointError`` naming the path and the flag, before minutes of work are
+spent. Writability is probed by creating and removing a temporary file (permission bits do not stop
+root, a read-only mount does).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pjepa.errors import CheckpointError
+
+
+def _probe(folder: Path, what: str) -> None:
+    probe = folder / f".pjepa-write-probe-{secrets.token_hex(4)}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as e:
+        raise CheckpointError(f"{what} {folder} is not writable ({e.strerror or e}); choose another folder or "
+                              "fix its permissions") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as a folder that exists (created with its parents) and can be written; a CheckpointError
+    naming it otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"{what} {path} is a file, not a folder: pick a folder (or move the file away)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create {what} {path} ({e.strerror or e}); choose another place") from None
+    _probe(path, what)
+    return path
+
+
+def writable_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """``path`` as a file that can be written (its folder created); a CheckpointError if it is a folder or
+    its folder cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder: give a file name (e.g. {path / 'out'})")
+    writable_dir(path.parent if str(path.parent) else Path("."), f"the folder of {what} {path}")
+    return path
