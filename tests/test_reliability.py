@@ -375,3 +375,34 @@ def test_a_bit_flip_inside_a_checkpoint_is_named_and_old_checkpoints_still_load(
     (root / "last" / CHECKSUM_FILE).unlink()  # as a checkpoint written before checksums
     with pytest.warns(UserWarning, match="written before checkpoints carried checksums"):
         load_checkpoint(root, "last")
+
+
+@pytest.mark.parametrize("skeleton", [
+    "[" * 100_000 + "]" * 100_000,                                    # nesting that exhausts the stack
+    '{"type": "dict", "items": [[1]]}',                               # an item that is not a pair
+    '{"type": "dict", "items": "abc"}',                               # items that are not a list
+    '{"type": "tensor", "key": "missing"}',                           # a tensor that is not there
+    '{"type": "dict", "items": [["step", {"type": "int", "value": "x"}]]}',  # a scalar of the wrong kind
+    '["not", "a", "node"]',
+])
+def test_a_crafted_state_file_is_a_named_error(tmp_path, skeleton):
+    from safetensors.torch import save_file
+
+    from pjepa.runs.state_io import load_tree
+
+    path = tmp_path / "state.safetensors"
+    save_file({"t": torch.zeros(1)}, str(path), metadata={"format": "pjepa.state_tree/1", "tree": skeleton})
+    with pytest.raises(CheckpointError, match="is corrupt or incomplete"):
+        load_tree(path)
+
+
+def test_a_state_tree_that_is_not_a_training_state_is_named_on_resume(tmp_path):
+    from pjepa.runs.state_io import save_tree
+
+    run = tmp_path / "run"
+    assert run_cli(*tiny_args(run, "train.max_steps=2")).returncode == 0
+    save_tree(run / "checkpoints" / "last" / "state.safetensors", {"step": 2})  # no optimiser, no RNG
+    (run / "checkpoints" / "last" / "checksums.json").unlink()  # as if written before checksums
+    r = run_cli("train", "--resume", str(run), "train.max_steps=4")
+    assert r.returncode == 2 and "does not hold a pjepa training state (KeyError" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -250,5 +250,6 @@ def load_tree(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         tensors = _st_load(data)
         skeleton = json.loads(metadata[_TREE_KEY])
         return _decode(skeleton, tensors, torch.device(map_location))
-    except (SafetensorError, KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path} is corrupt or incomplete: {type(err).__name__}: {err}") from err
+    except (SafetensorError, KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as err:
+        # a crafted or damaged skeleton (wrong types, missing keys, nesting deep enough to exhaust the stack)
+        raise CheckpointError(f"{path} is corrupt or incomplete: {type(err).__name__}: {str(err)[:200]}") from None

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from pjepa.checks import check_config
 from pjepa.config import Config, config_to_dict, dump_config
 from pjepa.data import channel_stats, splits_for
-from pjepa.errors import ConfigError
+from pjepa.errors import CheckpointError, ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
 from pjepa.profiling import part
@@ -211,6 +211,15 @@ class Trainer:
     def _restore(self) -> None:
         weights, st = load_checkpoint(self.run_dir / "checkpoints", "last", map_location=self.device)
         load_weights_into(self.method, weights, self.run_dir)
+        try:
+            self._restore_state(st)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            raise CheckpointError(f"{self.run_dir}/checkpoints/last/state.safetensors does not hold a pjepa training "
+                                  f"state ({type(e).__name__}: {str(e)[:160]}); restore the checkpoint or start the "
+                                  "run again with --force") from None
+
+    def _restore_state(self, st: Any) -> None:
+        """Optimiser, scaler, RNG and counters from a loaded state tree (a KeyError/TypeError if it is not one)."""
         self.optimizer.load_state_dict(st["optimizer"])
         if st["scaler"]:
             self.scaler.load_state_dict(st["scaler"])
