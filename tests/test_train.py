@@ -113,12 +113,26 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(DeterministicHead, "loss", poisoned)
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match="step 6"):
+    with pytest.raises(NonFiniteLossError, match="step 6.*the last good checkpoint \\(checkpoints/last at step 4\\)"):
         train(load_config(SMOKE, TINY + ["train.eval_every=0"]), run)
     _, state = load_checkpoint(run / "checkpoints", "last")
     assert state["step"] == 4
     w, _ = load_checkpoint(run / "checkpoints", "last")
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_nothing_is_kept(tmp_path, monkeypatch):
+    from pjepa.heads.deterministic import DeterministicHead
+
+    original = DeterministicHead.loss
+
+    def poisoned(self, h, y, generator=None):
+        loss, diag = original(self, h, y, generator)
+        return loss * float("nan"), diag
+
+    monkeypatch.setattr(DeterministicHead, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been saved yet, so nothing is kept"):
+        train(load_config(SMOKE, TINY + ["train.eval_every=0"]), tmp_path / "run")
 
 
 def test_cli_dry_run_and_errors(tmp_path):

@@ -37,7 +37,9 @@ from pjepa.errors import CheckpointError, ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
 from pjepa.profiling import part
-from pjepa.runs import MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into, save_checkpoint
+from pjepa.runs import (MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into,
+                        save_checkpoint)
+from pjepa.runs.checkpoint import checkpoint_step
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
@@ -196,10 +198,17 @@ class Trainer:
             "window": self.monitor.state() if self.monitor is not None else {},
         }
 
+    def _kept(self) -> str | None:
+        """'checkpoints/last at step N' when the run has a checkpoint on disk, else None."""
+        step = checkpoint_step(self.run_dir / "checkpoints", "last")
+        return None if step is None else f"checkpoints/last at step {step}"
+
     def _save(self, name: str) -> None:
         if not params_finite(self._all_params()):  # never a checkpoint with NaN/inf weights
+            kept = self._kept()
+            survives = f"the last good checkpoint ({kept}) is kept" if kept else "no checkpoint had been saved yet"
             raise NonFiniteLossError(f"non-finite weights at step {self.state.step}: checkpoints/{name} not written; "
-                                     f"the last good checkpoint in {self.run_dir / 'checkpoints'} is kept. "
+                                     f"{survives}. "
                                      "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
         if self.info.is_main:
             save_checkpoint(self.run_dir / "checkpoints", name, self.method.state_dict(), self._train_state())
@@ -307,7 +316,7 @@ class Trainer:
             time_up = time_up or signalled
             if not (log_now or time_up):
                 continue
-            bad = monitor.check_finite(self.batcher.local_batch, str(self.run_dir / "checkpoints"))
+            bad = monitor.check_finite(self.batcher.local_batch, str(self.run_dir / "checkpoints"), self._kept())
             if bad is not None:
                 self.logger.log(int(monitor.first_bad), {"error": bad})
                 raise NonFiniteLossError(bad)

@@ -59,14 +59,17 @@ class StepMonitor:
         self.steps += 1
         self.timed += 1
 
-    def check_finite(self, batch_size: int, where: str) -> str | None:
-        """None, or the message of the first non-finite loss (one host sync)."""
+    def check_finite(self, batch_size: int, where: str, kept: str | None = None) -> str | None:
+        """None, or the message of the first non-finite loss (one host sync). ``kept`` says which checkpoint
+        survives (None: the run had not saved one yet, and the message says so)."""
         bad = int(self.first_bad)
         if bad < 0:
             return None
         loss, mean, std = self.bad_stats.tolist()
-        return (f"non-finite loss or gradients (loss {loss}) at step {bad} (its batch of {batch_size} images: mean {mean:.4f}, "
-                f"std {std:.4f}); the last good checkpoint in {where} is kept. "
+        survives = (f"the last good checkpoint ({kept}) in {where} is kept" if kept
+                    else "no checkpoint had been saved yet, so nothing is kept: start again")
+        return (f"non-finite loss or gradients (loss {loss}) at step {bad} (its batch of {batch_size} images: mean "
+                f"{mean:.4f}, std {std:.4f}); {survives}. "
                 "Try a lower optim.lr, train.precision=fp32 or a smaller optim.grad_clip.")
 
     def state(self) -> dict:
