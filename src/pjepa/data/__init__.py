@@ -74,8 +74,8 @@ def _expand(p: str | os.PathLike) -> str | os.PathLike:
     if not os.environ.get("PJEPA_DATA"):
         raise DataError(
             f"data.path={p!r} uses $PJEPA_DATA, which is not set: export PJEPA_DATA=<the folder holding the "
-            "dataset files>, pass data.path=<file, folder or glob>, or data.path=null to download the dataset "
-            "(how to get each preset's data: docs/data.md)"
+            "dataset files> or pass data.path=<file, folder or glob> (data.path=null downloads the dataset; "
+            "how to get each preset's data: docs/data.md)"
         )
     return os.path.expandvars(p)
 

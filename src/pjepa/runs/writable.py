@@ -32,16 +32,18 @@ def _probe(folder: Path, what: str) -> None:
 
 
 def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """``path`` as a folder that exists (created with its parents) and can be written; a CheckpointError
-    naming it otherwise."""
+    """``path`` as a folder that can be written, or that can be created and then written (nothing is
+    created here: a command that fails a later check leaves no empty folder); a CheckpointError naming it
+    otherwise."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"{what} {path} is a file, not a folder: pick a folder (or move the file away)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create {what} {path} ({e.strerror or e}); choose another place") from None
-    _probe(path, what)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CheckpointError(f"cannot create {what} {path}: {existing} is a file, not a folder; choose another place")
+    _probe(existing, what if existing == path else f"the folder {existing} holding {what}")
     return path
 
 
