@@ -256,7 +256,7 @@ def _group(rows: list[dict[str, Any]], keep_key: bool = False) -> list[dict[str,
         members = sorted(members, key=_seed_order)  # "seeds 0,1,2" and the row named after the lowest
         row = {c: members[0].get(c) for c in ("run", *BUDGET)}
         if len(members) > 1 and row["method"] != "baseline":  # "ijepa_s0" + "ijepa_s1" -> "ijepa_s*"
-            row["run"] = re.sub(r"(?<=[_-]s)(eed)?\d+$", "*", members[0]["run"])
+            row["run"] = re.sub(r"(?<=[_/-]s)(eed)?\d+$", "*", members[0]["run"])
         row["n"], row["seeds"] = len(members), ",".join(str(m["seed"]) for m in members)
         if keep_key:
             row["_key"] = members[0]["_key"]

@@ -51,8 +51,19 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DEFAULT_DPI, also: Sequen
     return path
 
 
+def run_name(run: Any) -> str:
+    """The run's folder name, with its parent's where the name alone says only the seed (``seed0``,
+    ``cpu_seed1``): runs of several sweeps stay apart in legends and contents."""
+    import re
+
+    if re.fullmatch(r"(.*[_-])?seed\d+", run.name):
+        return f"{run.path.parent.name}/{run.name}"
+    return run.name
+
+
 def run_label(run: Any) -> str:
-    """A short label: the folder name, with method and head where the name does not say them."""
+    """A short label: the run's name, with method and head where the name does not say them."""
     cfg = run.config
     what = cfg.method.name if cfg.method.name == "mae" else f"{cfg.method.name}/{cfg.head.name}"
-    return run.name if what.split("/")[-1] in run.name else f"{run.name} ({what})"
+    name = run_name(run)
+    return name if what.split("/")[-1] in name else f"{name} ({what})"

@@ -23,7 +23,7 @@ from pjepa.errors import ConfigError, PJepaError
 from pjepa.eval.table import cell, expand_run_dirs, noise_metric, noise_rule, table_rows
 from pjepa.runs import Run
 from pjepa.runs.state_io import atomic_write_bytes
-from pjepa.viz.common import DEFAULT_DPI, run_label, save_figure
+from pjepa.viz.common import DEFAULT_DPI, run_label, run_name, save_figure
 from pjepa.viz.figures import FIGURES
 from pjepa.viz.tensorboard import write_tensorboard
 
@@ -158,14 +158,16 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path], formats
     budget = (f"{last.get('step', 0)} steps, {last.get('epoch', 0):.2f} epochs, global batch "
               f"{info.get('global_batch', '?')}, {last.get('wall_seconds', 0) / 60:.1f} min of training on "
               f"{info.get('device', '?')} (torch {info.get('torch', '?')}); commit {info.get('git_commit', '?')}")
-    parts = [f'<h2 id="{_anchor(run.name)}">{html.escape(run_label(run))}</h2>',
+    parts = [f'<h2 id="{_anchor(run_name(run))}">{html.escape(run_label(run))}</h2>',
              f'<p class="meta">{html.escape(str(run.path))}: {html.escape(budget)}</p>']
     skipped = []
     for name in PER_RUN:
         f = FIGURES[name]
         if f.applies(run):
-            parts.append(_attempt(lambda f=f: save_figure(f.make(run), figs / f"{run.name}-{f.name}.png", dpi,
-                                                          formats), f"{run.name}: {f.help}", log, made, f.caption,
+            stem = run_name(run).replace("/", "-")
+            parts.append(_attempt(lambda f=f, stem=stem: save_figure(f.make(run), figs / f"{stem}-{f.name}.png", dpi,
+                                                                     formats),
+                                  f"{run_name(run)}: {f.help}", log, made, f.caption,
                                   dpi))
         else:
             skipped.append(f"{f.name} (needs {f.needs})")
