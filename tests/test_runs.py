@@ -125,3 +125,19 @@ def test_wandb_without_the_package_is_a_named_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     with pytest.raises(CheckpointError, match="needs the wandb package: pip install wandb"):
         start_wandb(tmp_path, "proj", {})
+
+
+def test_a_result_is_never_replaced_silently(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "r"
+    shutil.copytree(tiny_run, run_dir)
+    run = Run(run_dir)
+    run.write_eval("finetune", {"top1": 54.0, "step": 2})
+    capsys.readouterr()
+    run.write_eval("finetune", {"top1": 10.0, "step": 2})
+    out = capsys.readouterr().out
+    assert "the previous result (top-1 54.00 %, step 2) is kept as eval/previous/finetune.1.json" in out
+    assert "the new one has top-1 10.00 %" in out
+    assert json.loads((run_dir / "eval" / "previous" / "finetune.1.json").read_text())["top1"] == 54.0
+    assert run.eval_result("finetune")["top1"] == 10.0

@@ -236,8 +236,29 @@ class Run:
             shutil.rmtree(self.path / name, ignore_errors=True)
 
     def write_eval(self, name: str, result: dict[str, Any]) -> Path:
-        """Write ``eval/NAME.json`` atomically; returns its path."""
+        """Write ``eval/NAME.json`` atomically; returns its path. A result already there is never replaced
+        silently: it is kept as ``eval/previous/NAME.N.json`` and a printed line says so, with both scores."""
         self.eval_dir.mkdir(parents=True, exist_ok=True)
         path = self.eval_dir / f"{name}.json"
+        if path.is_file():
+            self._keep_previous(path, result)
         atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
         return path
+
+    def _keep_previous(self, path: Path, result: dict[str, Any]) -> None:
+        previous = self.eval_dir / "previous"
+        previous.mkdir(exist_ok=True)
+        n = 1 + sum(1 for _ in previous.glob(f"{path.stem}.*.json"))
+        kept = previous / f"{path.stem}.{n}.json"
+        os.replace(path, kept)
+        try:
+            old = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            old = {}
+
+        def score(r: Any) -> str:
+            top1 = r.get("top1_weighted", r.get("top1")) if isinstance(r, dict) else None
+            return f"top-1 {top1:.2f} %" if isinstance(top1, (int, float)) else "no top-1"
+
+        print(f"[pjepa] eval/{path.name}: the previous result ({score(old)}, step {old.get('step', '?')}) is kept as "
+              f"{kept.relative_to(self.path)}; the new one has {score(result)}", flush=True)
