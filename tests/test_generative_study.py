@@ -93,7 +93,7 @@ def test_the_table_has_a_finite_row_per_run_and_mode(study):
                                                  + [("mae", "import")] + [(r, s) for r in ("ijepa", "mae") for s in STAGES])
     table = json.loads((out / "table.json").read_text())
     assert [(r["run"], r["mode"]) for r in table["rows"]] == [(r, m) for r in ("ijepa", "mae") for m in MODES.values()]
-    assert [r["method"] for r in table["rows"]] == ["ijepa", "ijepa", "mae", "mae"]
+    assert [r["method"] for r in table["rows"]] == ["I-JEPA", "I-JEPA", "MAE", "MAE"]  # named as the table names them
     assert "imported" in table["rows"][2]["encoder"] and "step 3" in table["rows"][0]["encoder"]
     for row in table["rows"]:
         assert row["n_samples"] == 12 and row["sampler"] == "ddim 3 steps"

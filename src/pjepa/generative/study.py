@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from pjepa.data import channel_stats, resize_normalize, splits_for
 from pjepa.errors import ConfigError, DataError
+from pjepa.eval.table import method_label
 from pjepa.generative.classifier import SmallResNet, SmallVGG, load_classifier, save_classifier, train_classifier
 from pjepa.generative.decoder import PixelDecoder, to_uint8, train_decoder
 from pjepa.generative.grids import class_rows, image_grid, row_grid, save_png
@@ -530,5 +531,5 @@ def run_study(runs: Sequence[str | Path], out: str | Path, cfg: StudyConfig | No
     shared = study.shared_stages(items[0])
     for r in items:
         study.run_stages(r, shared)
-    entries = [TableEntry(r.name, describe_encoder(r), r.run.config.method.name, r.folder) for r in items]
+    entries = [TableEntry(r.name, describe_encoder(r), method_label(r.run.config), r.folder) for r in items]
     return write_table(out, cfg, entries, study.inception_weights)
