@@ -118,7 +118,7 @@ def test_ctrl_c_while_a_command_starts_or_works_is_one_line(delay, tiny_run):
     from conftest import ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "pjepa", "eval", "finetune", "--run", str(tiny_run), "--epochs", "50",
+    proc = subprocess.Popen([sys.executable, "-m", "pjepa", "eval", "finetune", "--run", str(tiny_run), "--epochs", "5000",
                              "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(delay)
