@@ -18,6 +18,7 @@ uninterrupted run would be.
 from __future__ import annotations
 
 import json
+import gc
 import math
 import os
 import time
@@ -381,6 +382,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (continuing its ``last`` checkpoint if ``resume``), holding the run
     directory's lock (rank 0; a second writer gets a named error)."""
     lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
+    trainer = None
     try:
         if lock is not None:
             lock.acquire()
@@ -389,4 +391,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     finally:
         if lock is not None:
             lock.release()
+        # The DDP reducer must go before its process group: freed later (when this frame is), its destructor
+        # joins gloo's worker thread while holding the GIL, and that thread may need the GIL to free a
+        # finished barrier's tensors: a deadlock that left a rank hanging after a finished run.
+        trainer = None
+        gc.collect()
         cleanup()
