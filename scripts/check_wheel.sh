@@ -15,7 +15,7 @@ python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q "$ROOT"/dist/pjepa-*.whl 2>&1 | grep -v "^WARNING: Location" || true
 cd "$WORK"
 export PJEPA_CACHE_DIR="$WORK/cache"
-"$WORK/venv/bin/pjepa" presets | head -3
+"$WORK/venv/bin/pjepa" presets > presets.txt && head -3 presets.txt  # (a pipe into head would end pjepa early)
 "$WORK/venv/bin/pjepa" train --config smoke --out runs/smoke train.max_steps=20 train.eval_every=0 train.progress=false
 "$WORK/venv/bin/pjepa" eval knn --run runs/smoke --eval-limit 200 --train-limit 1000
 "$WORK/venv/bin/python" - <<'PY'
