@@ -317,7 +317,7 @@ class Trainer:
             time_up = time_up or signalled
             if not (log_now or time_up):
                 continue
-            bad = monitor.check_finite(self.batcher.local_batch, str(self.run_dir / "checkpoints"), self._kept())
+            bad = monitor.check_finite(self.batcher.local_batch, str(self.run_dir / "checkpoints"), self._kept)
             if bad is not None:
                 self.logger.log(int(monitor.first_bad), {"error": bad})
                 raise NonFiniteLossError(bad)

@@ -9,6 +9,7 @@ checkpoints only after that check, so a NaN never overwrites a good checkpoint.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
@@ -59,14 +60,15 @@ class StepMonitor:
         self.steps += 1
         self.timed += 1
 
-    def check_finite(self, batch_size: int, where: str, kept: str | None = None) -> str | None:
-        """None, or the message of the first non-finite loss (one host sync). ``kept`` says which checkpoint
-        survives (None: the run had not saved one yet, and the message says so)."""
+    def check_finite(self, batch_size: int, where: str, kept: Callable[[], str | None] = lambda: None) -> str | None:
+        """None, or the message of the first non-finite loss (one host sync). ``kept()`` says which checkpoint
+        survives (None: the run had not saved one yet, and the message says so); asked only on a failure."""
         bad = int(self.first_bad)
         if bad < 0:
             return None
         loss, mean, std = self.bad_stats.tolist()
-        survives = (f"the last good checkpoint ({kept}) in {where} is kept" if kept
+        kept_now = kept()
+        survives = (f"the last good checkpoint ({kept_now}) in {where} is kept" if kept_now
                     else "no checkpoint had been saved yet, so nothing is kept: start again")
         return (f"non-finite loss or gradients (loss {loss}) at step {bad} (its batch of {batch_size} images: mean "
                 f"{mean:.4f}, std {std:.4f}); {survives}. "
