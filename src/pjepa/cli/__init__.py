@@ -20,6 +20,8 @@ def entry() -> None:
     try:
         from pjepa.cli.main import main
 
+        if _interrupted:  # the KeyboardInterrupt was swallowed by an import that catches everything
+            raise KeyboardInterrupt
         code = main()
     except KeyboardInterrupt:
         code = _interrupt()
@@ -28,6 +30,11 @@ def entry() -> None:
             raise
         code = _interrupt()
     sys.exit(code)
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed since ``entry`` started (an interrupt an import swallowed still counts)."""
+    return _interrupted
 
 
 def _interrupt() -> int:

@@ -621,6 +621,10 @@ def _main(argv: list[str] | None = None) -> int:
     args.argv = typed
     try:
         _apply_threads(args)
+        from pjepa.cli import interrupted
+
+        if interrupted():  # Ctrl-C while the parsers were built, swallowed by an import: stop before any work
+            raise KeyboardInterrupt
         return COMMANDS[args.command](args)
     except PJepaError as e:
         print(f"pjepa: error: {e}", file=sys.stderr)
