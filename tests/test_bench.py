@@ -110,9 +110,16 @@ def test_bench_tiny_end_to_end(one_thread):
     assert {"augment", "masks", "target_encoder", "context_encoder", "predictor", "head", "backward",
             "optimizer", "ema"} <= set(x.parts_ms)
     assert all(v >= 0 for v in x.parts_ms.values())
+    # the shape-aware limit: the step's own products timed alone; not a performance goal, only a positive
+    # fraction (above 1 only by timing noise)
+    assert x.shape_limit_calls > 0 and x.shape_limit_ms > 0 and x.shape_limit_gflops > 0
+    assert x.fraction_of_shape_limit == pytest.approx(x.shape_limit_ms / x.ms_per_step)
+    assert 0 < x.fraction_of_shape_limit
+    assert set(x.shape_limit_ms_by_kind) == {"matmul", "attention", "convolution"}
+    assert sum(x.shape_limit_ms_by_kind.values()) == pytest.approx(x.shape_limit_ms)
     json.dumps(r.to_dict())  # --json can print it
     table = format_bench(r)
-    assert "fraction_of_peak" in table and "target_encoder" in table
+    assert "fraction_of_peak" in table and "target_encoder" in table and "fraction_of_shape_limit" in table
 
 
 def test_bench_rejects_a_bad_precision():
@@ -129,5 +136,71 @@ def test_bench_cli_json_and_a_typo():
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
     assert out["results"][0]["precision"] == "fp32" and out["results"][0]["gflop_per_image"] > 0
+    assert out["results"][0]["fraction_of_shape_limit"] > 0 and out["results"][0]["shape_limit_ms"] > 0
     bad = run_cli("bench", "--config", "smoke", "--precision", "fp33")
     assert bad.returncode == 2 and "fp33" in bad.stderr and "choose from" in bad.stderr
+
+
+# -- the shape-aware limit
+
+
+def test_record_products_of_a_tiny_vit_worked_example(one_thread):
+    """ViT 8 px, patch 4 (L = 4 tokens), width 8, depth 2, batch 2, forward + backward, counted by hand.
+
+    Each block has 4 linears (qkv 8->24, proj 8->8, MLP 8->32 and 32->8): forward one addmm each on the
+    (B*L, in) = (8, in) rows, backward two mm each (dX and dW): 12 products a block, 24 for depth 2, in 12
+    distinct (operator, shapes) since both blocks have the same shapes. Attention: one fused call forward
+    and one backward per block. The patch embedding: one convolution and one convolution backward."""
+    from pjepa.models.vit import VisionTransformer
+    from pjepa.train.shape_limit import record_products
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=8, depth=2, num_heads=2)
+    images = torch.randn(2, 3, 8, 8)
+    calls, _ = record_products(lambda: vit(images).sum().backward())
+    count = {k: sum(c.count for c in calls if c.kind == k) for k in ("matmul", "attention", "convolution")}
+    assert count == {"matmul": 2 * 4 * 3, "attention": 2 * 2, "convolution": 2}
+    matmuls = [c for c in calls if c.kind == "matmul"]
+    assert len(matmuls) == 4 * 3 and all(c.count == 2 for c in matmuls)
+    forward = sorted(tuple(c.args[2].shape) for c in matmuls if "addmm" in str(c.op))  # (in, out) of each linear
+    assert forward == [(8, 8), (8, 24), (8, 32), (32, 8)]
+    assert all(c.args[1].shape[0] == 2 * 4 for c in matmuls if "addmm" in str(c.op))  # B*L rows
+
+
+def test_record_products_sees_the_autocast_precision(one_thread):
+    from pjepa.train.shape_limit import record_products
+
+    layer = torch.nn.Linear(16, 4)
+    x = torch.randn(8, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        calls, _ = record_products(lambda: layer(x).float().sum().backward())
+    assert sum(c.count for c in calls) == 3
+    assert {a.dtype for c in calls for a in c.args if hasattr(a, "dtype")} == {torch.bfloat16}
+
+
+def test_time_products_sums_count_times_time(one_thread):
+    """The limit of a linear's forward + backward: 3 products of 2*B*I*O FLOPs, each timed alone."""
+    from pjepa.train.shape_limit import record_products, time_products
+
+    B, I, O = 64, 32, 16
+    layer = torch.nn.Linear(I, O, bias=False)
+    x = torch.randn(B, I, requires_grad=True)
+    calls, _ = record_products(lambda: layer(x).sum().backward())
+    limit = time_products(calls, repeats=3, sample_s=1e-4)
+    assert limit.flops == 3 * 2 * B * I * O
+    assert all(c.seconds > 0 for c in calls)
+    assert limit.seconds == pytest.approx(sum(c.count * c.seconds for c in calls))
+    assert limit.seconds_by_kind()["matmul"] == pytest.approx(limit.seconds)
+    assert limit.gflops == pytest.approx(limit.flops / limit.seconds / 1e9)
+
+
+def test_bench_can_skip_the_shape_limit(one_thread, monkeypatch):
+    import pjepa.train.bench as bench
+
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, dtype: 100.0)  # the yardstick is not under test
+    overrides = [o for o in TINY if not o.startswith(("data.options", "train.max_steps"))]
+    r = bench.run_bench("smoke", overrides, ["fp32"], steps=1, warmup=0, flop_steps=0, part_steps=0,
+                        progress=False, shape_limit=False)
+    (x,) = r.results
+    assert x.shape_limit_calls == 0 and math.isnan(x.fraction_of_shape_limit) and math.isnan(x.shape_limit_ms)
+    assert "shape-aware limit" not in bench.format_bench(r)

@@ -217,13 +217,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        description="Runs the configuration's real training step on synthetic images of its "
                                    "resolution (--real-data: its dataset) in each precision and prints img/s, "
                                    "GFLOP per image, achieved GFLOP/s and fraction_of_peak against the matmul peak "
-                                   "measured in the same run, peak memory and ms per part of the step.")
+                                   "measured in the same run, fraction_of_shape_limit against the step's own matrix "
+                                   "products and attention calls timed alone at their shapes, peak memory and ms "
+                                   "per part of the step.")
     p.add_argument("--config", required=True, help="experiment YAML, or a preset name (see `pjepa presets`)")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (default fp32,bf16)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per precision (default 20)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--flop-steps", type=non_negative_int, default=2, help="steps under the FLOP counter (default 2)")
     p.add_argument("--part-steps", type=non_negative_int, default=5, help="steps timed part by part (default 5)")
+    p.add_argument("--no-shape-limit", action="store_true",
+                   help="skip the shape-aware limit (one step recorded, its products then timed alone)")
     p.add_argument("--real-data", action="store_true", help="train on the configuration's dataset, not synthetic images")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--budget-min", type=float, default=0.0, metavar="M",
@@ -240,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     result = run_bench(args.config, args.overrides, precisions, steps=args.steps, warmup=args.warmup,
                        flop_steps=args.flop_steps, part_steps=args.part_steps, real_data=args.real_data,
-                       budget_min=args.budget_min)
+                       budget_min=args.budget_min, shape_limit=not args.no_shape_limit)
     print(json.dumps(result.to_dict(), indent=1) if args.json else format_bench(result))
     return 0
 

@@ -9,11 +9,17 @@ synthetic images of the configuration's resolution (``--real-data`` for its own 
 3. ``flop_steps`` steps under a FLOP counter -> GFLOP per image: the matmul, convolution and attention
    arithmetic of forward and backward for the token counts the masks drew (the masks differ from step
    to step, so it is a mean);
-4. ``part_steps`` steps under a ``PartTimer`` -> ms per step in each part (exclusive; the device is
+4. one step under a product recorder, then each of its matrix products and attention calls timed alone
+   at its own shape and precision (``pjepa.train.shape_limit``) -> the shape-aware limit: ms per step
+   if only those kernels ran, each at the speed it reaches at its shape (``shape_limit=False`` skips it);
+5. ``part_steps`` steps under a ``PartTimer`` -> ms per step in each part (exclusive; the device is
    synchronised at every boundary in this pass only, so the parts may add up to a little more than 2.).
 
 The matmul peak of each precision is measured in the same process (``pjepa.profiling.matmul_peak``),
-and ``fraction_of_peak`` = achieved GFLOP/s / the peak of the precision in use. Peak memory is the
+and ``fraction_of_peak`` = achieved GFLOP/s / the peak of the precision in use: a large square matmul's
+rate, which a model of small width cannot reach. ``fraction_of_shape_limit`` = the shape-aware limit /
+the measured step time: how much of the step the products at their own shapes would take (the rest is
+elementwise work, copies and overhead between kernels). Peak memory is the
 CUDA allocator's peak on a GPU; on a CPU the process's peak resident set (it only grows: the later
 precision's figure includes the earlier one's).
 """
@@ -38,6 +44,7 @@ from pjepa.presets import resolve_config_path
 from pjepa.profiling import PartTimer, count_flops, matmul_peak
 from pjepa.runs.precision import cpu_model, resolve_precision
 from pjepa.train.loop import Trainer
+from pjepa.train.shape_limit import KINDS, record_products, time_products
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -57,6 +64,12 @@ class PrecisionResult:
     context_tokens: float  # mean per image over the timed steps (method's mask/num_context)
     target_tokens: float
     parts_ms: dict[str, float] = field(default_factory=dict)
+    # the shape-aware limit (NaN when skipped): the step's products timed alone at their own shapes
+    shape_limit_ms: float = float("nan")  # per step
+    shape_limit_gflops: float = float("nan")  # their FLOPs / their summed time
+    fraction_of_shape_limit: float = float("nan")  # shape_limit_ms / ms_per_step
+    shape_limit_ms_by_kind: dict[str, float] = field(default_factory=dict)  # matmul, attention, convolution
+    shape_limit_calls: int = 0  # distinct (operator, shapes) timed
 
 
 @dataclass
@@ -119,7 +132,7 @@ def bench_config(config: str, overrides: list[str], real_data: bool) -> tuple[Pa
 
 
 def _measure(trainer: Trainer, precision: str, peak: float, steps: int, warmup: int, flop_steps: int,
-             part_steps: int) -> PrecisionResult:
+             part_steps: int, shape_limit: bool) -> PrecisionResult:
     device, sync = trainer.device, _sync(trainer.device)
     batch = trainer.batcher.local_batch
     step = 0
@@ -144,6 +157,11 @@ def _measure(trainer: Trainer, precision: str, peak: float, steps: int, warmup: 
         n, _ = count_flops(lambda: trainer.train_step(step))  # noqa: B023 (called at once)
         flops.append(n)
         step += 1
+    limit = None
+    if shape_limit:
+        calls, _ = record_products(lambda: trainer.train_step(step))  # noqa: B023 (called at once)
+        step += 1
+        limit = time_products(calls, sync)
     with PartTimer(sync) as timer:
         for _ in range(part_steps):
             trainer.train_step(step)
@@ -151,17 +169,22 @@ def _measure(trainer: Trainer, precision: str, peak: float, steps: int, warmup: 
     ms = statistics.median(times) * 1e3
     gflop_img = statistics.mean(flops) / batch / 1e9 if flops else float("nan")
     achieved = gflop_img * batch / (ms / 1e3)
+    extra: dict[str, Any] = {}
+    if limit is not None:
+        extra = dict(shape_limit_ms=limit.seconds * 1e3, shape_limit_gflops=limit.gflops,
+                     fraction_of_shape_limit=limit.seconds * 1e3 / ms, shape_limit_calls=len(limit.calls),
+                     shape_limit_ms_by_kind={k: v * 1e3 for k, v in limit.seconds_by_kind().items()})
     return PrecisionResult(
         precision=precision, images_per_s=batch * steps / sum(times), ms_per_step=ms, gflop_per_image=gflop_img,
         achieved_gflops=achieved, peak_gflops=peak, fraction_of_peak=achieved / peak if peak else float("nan"),
         peak_memory_mib=memory, context_tokens=statistics.mean(ctx), target_tokens=statistics.mean(tgt),
-        parts_ms={k: v / max(part_steps, 1) * 1e3 for k, v in timer.seconds.items()},
+        parts_ms={k: v / max(part_steps, 1) * 1e3 for k, v in timer.seconds.items()}, **extra,
     )
 
 
 def run_bench(config: str, overrides: list[str], precisions: list[str], steps: int = 20, warmup: int = 3,
               flop_steps: int = 2, part_steps: int = 5, real_data: bool = False,
-              progress: bool = True, budget_min: float = 0.0) -> BenchResult:
+              progress: bool = True, budget_min: float = 0.0, shape_limit: bool = True) -> BenchResult:
     """Measure the configuration's training step in each precision (see the module docstring)."""
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -190,9 +213,10 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
                 auto = resolve_precision("auto", device, cfg.model.encoder.embed_dim, torch.get_num_threads()).describe()
             if progress:
                 print(f"[bench] {precision}: {warmup} warm-up + {steps} timed + {flop_steps} counted + "
-                      f"{part_steps} part-timed steps", file=sys.stderr, flush=True)
+                      f"{int(shape_limit)} recorded (its products then timed alone) + {part_steps} part-timed steps",
+                      file=sys.stderr, flush=True)
             results.append(_measure(trainer, precision, peaks.get(precision, float("nan")), steps, warmup,
-                                    flop_steps, part_steps))
+                                    flop_steps, part_steps, shape_limit))
             del trainer
     return BenchResult(
         config=config, overrides=overrides, device=str(device), processor=_processor(device),
@@ -214,12 +238,22 @@ def format_bench(r: BenchResult) -> str:
         f"  precision=auto picks: {r.auto}",
         "",
         f"{'precision':<10}{'img/s':>9}{'ms/step':>10}{'GFLOP/img':>11}{'GFLOP/s':>9}{'peak':>7}"
-        f"{'fraction_of_peak':>18}{'ctx/tgt tokens':>16}{'peak mem MiB':>14}",
+        f"{'fraction_of_peak':>18}{'fraction_of_shape_limit':>25}{'ctx/tgt tokens':>16}{'peak mem MiB':>14}",
     ]
     for x in r.results:
         head.append(f"{x.precision:<10}{x.images_per_s:>9.1f}{x.ms_per_step:>10.1f}{x.gflop_per_image:>11.3f}"
                     f"{x.achieved_gflops:>9.0f}{x.peak_gflops:>7.0f}{x.fraction_of_peak:>18.2f}"
+                    f"{x.fraction_of_shape_limit:>25.2f}"
                     f"{x.context_tokens:>8.1f}/{x.target_tokens:<7.1f}{x.peak_memory_mib:>14.0f}")
+    if any(x.shape_limit_calls for x in r.results):
+        head += ["", "shape-aware limit: the step's own matmuls and attention calls, each timed alone at its shape "
+                     "and precision (ms per step; GFLOP/s of those kernels):",
+                 f"{'precision':<10}{'limit ms':>10}{'GFLOP/s':>9}" + "".join(f"{k + ' ms':>16}" for k in KINDS)
+                 + f"{'shapes':>8}"]
+        for x in r.results:
+            by = x.shape_limit_ms_by_kind
+            head.append(f"{x.precision:<10}{x.shape_limit_ms:>10.1f}{x.shape_limit_gflops:>9.0f}"
+                        + "".join(f"{by.get(k, float('nan')):>16.1f}" for k in KINDS) + f"{x.shape_limit_calls:>8}")
     if r.budget_steps:
         head += ["", f"steps in a {r.budget_min:g}-minute budget (train.max_steps; median step time, "
                      f"{r.threads} threads): " + ", ".join(f"{k} {v}" for k, v in r.budget_steps.items())]
