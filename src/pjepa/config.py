@@ -155,7 +155,7 @@ class TrainConfig:
     # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
     # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
+    compile: bool = False  # torch.compile each transformer block of the method, symbolic sizes (pjepa.train.compile)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     log_every: int = 20

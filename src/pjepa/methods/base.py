@@ -106,7 +106,8 @@ class Method(nn.Module, ABC):
         return [], []
 
     def compile_modules(self) -> list[nn.Module]:
-        """Modules ``train.compile`` compiles in place (state-dict keys stay plain)."""
+        """Modules ``train.compile`` compiles: each of their transformer blocks in place, a module without
+        blocks whole (``pjepa.train.compile``; state-dict keys stay plain)."""
         return []
 
     def monitors(self) -> Monitors:

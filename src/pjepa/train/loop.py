@@ -43,6 +43,7 @@ from pjepa.runs import (MetricsLogger, RunLock, atomic_write_bytes, keep_history
 from pjepa.runs.checkpoint import checkpoint_step
 from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
+from pjepa.train.compile import compile_modules
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
 from pjepa.train.monitor import NonFiniteLossError, StepMonitor, params_finite
 from pjepa.train.optim import apply_schedules, build_optimizer, run_precision
@@ -139,14 +140,9 @@ class Trainer:
 
     def _wrap(self, method: Method) -> nn.Module:
         if self.cfg.train.compile:
-            # dynamic=True: the number of context/target tokens varies between batches (the masking
-            # distribution stays as it is), so sizes are symbolic from the first compile and later
-            # steps never recompile (tests/test_compile.py); automatic dynamic shapes (dynamic=None)
-            # would compile a static graph first and recompile at the first new token count.
-            # In-place Module.compile keeps state_dict keys free of "_orig_mod." prefixes,
-            # so checkpoints load into an uncompiled model (eval, resume without compile).
-            for module in method.compile_modules():
-                module.compile(dynamic=True)
+            # each transformer block, in place, with symbolic sizes (token counts vary between batches):
+            # why blocks and not whole modules, see pjepa.train.compile
+            compile_modules(method.compile_modules())
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(method, device_ids=ids)
