@@ -165,6 +165,11 @@ def test_record_products_of_a_tiny_vit_worked_example(one_thread):
     forward = sorted(tuple(c.args[2].shape) for c in matmuls if "addmm" in str(c.op))  # (in, out) of each linear
     assert forward == [(8, 8), (8, 24), (8, 32), (32, 8)]
     assert all(c.args[1].shape[0] == 2 * 4 for c in matmuls if "addmm" in str(c.op))  # B*L rows
+    # nothing the FLOP counter sees is missed: the replayed calls add up to the step's FLOPs
+    from pjepa.train.shape_limit import time_products
+
+    step_flops, _ = count_flops(lambda: vit(images).sum().backward())
+    assert time_products(calls, repeats=1, sample_s=0).flops == step_flops
 
 
 def test_record_products_sees_the_autocast_precision(one_thread):
