@@ -248,6 +248,13 @@ def test_sampling_times_of_flow_matching_at_its_and_half_its_ode_steps(monkeypat
     assert set(sampling_times(realnvp, torch.randn(1, 4, 4), torch.Generator())) == {"default"}
 
 
+def test_sampling_times_of_the_flow_matching_head_by_its_own_name(one_thread):
+    head = build_head("flow_matching", 4, 3, hidden=16, fm_blocks=1, ode_steps=6)
+    assert set(sampling_times(head, torch.randn(1, 4, 4), torch.Generator().manual_seed(0))) == {"ode6", "ode3"}
+    realnvp = build_head("flow", 4, 3, hidden=16, layers=2)
+    assert set(sampling_times(realnvp, torch.randn(1, 4, 4), torch.Generator())) == {"default"}
+
+
 # ---- the protocol -----------------------------------------------------------------------------
 
 def strict_json(path):

@@ -1,5 +1,7 @@
 """The flow head: exact invertibility, log-dets and normalisation (nll), the scale clamp,
-the two-mode toy for both objectives, option validation, and the head contract per option set."""
+the two-mode toy, option validation, and the head contract per option set. The flow-matching
+tests here build it as earlier releases spelled it (head "flow", objective "flow_matching"),
+which migrates to the flow_matching head (tests/test_head_flow_matching.py: by its own name)."""
 
 import pytest
 import torch

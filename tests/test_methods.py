@@ -137,7 +137,7 @@ def test_a_continued_run_repeats_the_uninterrupted_one(name, one_thread):
     assert run_steps(second, opt2, range(3, 6)) == ref_losses[3:]
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow"])
+@pytest.mark.parametrize("head", ["diffusion", "flow", "flow_matching"])  # flow: objective flow_matching, migrated
 def test_stochastic_heads_draw_from_the_batch_generator(head):
     """Same batch generators -> same loss, whatever the global RNG; another noise seed -> another loss."""
     torch.manual_seed(0)

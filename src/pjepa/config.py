@@ -227,6 +227,9 @@ MOVED_KEYS: dict[str, str] = {
 VICREG_METHOD_OPTIONS = ("var_weight", "cov_weight")
 MASK_OPTION_KEYS = ("num_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
                     "min_context", "num_candidates")
+#: Options of the ``flow_matching`` head that the ``flow`` head took (and ignored under ``objective: nll``)
+#: while flow matching was one of its objectives; ``hidden`` is both heads' own.
+FLOW_MATCHING_OPTIONS = ("hidden", "ode_steps", "solver", "fm_blocks")
 
 
 # --------------------------------------------------------------------------- coercion
@@ -408,8 +411,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """A config mapping of pjepa 0.1 (``train.method``, flat ``model``/``mask`` keys, ``data.val_split``)
-    rewritten in today's layout. Old runs validated on their reported split: ``val_fraction`` becomes 0."""
+    """A config mapping of pjepa 0.1 (``train.method``, flat ``model``/``mask`` keys, ``data.val_split``), or of
+    a later release (VICReg weights among the method's options, flow matching as an objective of the flow
+    head), rewritten in today's layout. Old runs validated on their reported split: ``val_fraction`` becomes 0."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for old, new in MOVED_KEYS.items():
         sec, key = old.split(".")
@@ -426,7 +430,7 @@ def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
     flat = {k: mask.pop(k) for k in MASK_OPTION_KEYS if k in mask}
     if flat:
         mask.setdefault("options", {}).update(flat)
-    return migrate_method_vicreg(data)
+    return migrate_head(migrate_method_vicreg(data))
 
 
 def has_method_vicreg(data: dict[str, Any]) -> bool:
@@ -451,13 +455,58 @@ def migrate_method_vicreg(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def migrate_flow_head(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(head.name, head.options)`` in today's layout: flow matching was ``head.name: flow`` with
+    ``objective: flow_matching`` and is now the ``flow_matching`` head; ``objective: nll`` is the ``flow`` head.
+
+    A ``flow`` head with an ``objective`` (every run directory of those releases has one) keeps only the
+    chosen head's options: the other objective's were ignored then. Flow-matching options on a ``flow``
+    head without an ``objective`` chose nothing and are a ConfigError that names the new head; so is an
+    objective that never existed. Any other head passes unchanged (``options`` is not modified).
+    """
+    if name != "flow" or not isinstance(options, dict):
+        return name, options
+    moved = [k for k in FLOW_MATCHING_OPTIONS[1:] if k in options]
+    if "objective" not in options:
+        if moved:
+            raise ConfigError(f"head.options.{moved[0]}={options[moved[0]]!r}: flow matching is its own head now; "
+                              f"write head.name=flow_matching (the flow head is the RealNVP, trained by exact NLL)")
+        return name, options
+    objective = options["objective"]
+    if objective == "flow_matching":
+        return "flow_matching", {k: v for k, v in options.items() if k in FLOW_MATCHING_OPTIONS}
+    if objective == "nll":
+        return name, {k: v for k, v in options.items() if k != "objective" and k not in moved}
+    raise ConfigError(f"head.options.objective={objective!r}: the objectives are heads now; write head.name=flow "
+                      "(conditional RealNVP, exact NLL) or head.name=flow_matching, without an objective")
+
+
+def has_legacy_flow_head(data: dict[str, Any]) -> bool:
+    """True for a config whose ``flow`` head still names an ``objective`` (flow matching was one of them)."""
+    head = data.get("head") or {}
+    return (isinstance(head, dict) and head.get("name") == "flow"
+            and isinstance(head.get("options"), dict) and "objective" in head["options"])
+
+
+def migrate_head(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``head`` section in today's layout (``migrate_flow_head``); other sections unchanged."""
+    head = data.get("head")
+    if not isinstance(head, dict) or head.get("name") != "flow":
+        return data
+    name, options = migrate_flow_head("flow", head.get("options") or {})
+    if name == "flow" and options == (head.get("options") or {}):
+        return data
+    return {**data, "head": {**head, "name": name, "options": options}}
+
+
 def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
     """Schema defaults <- ``data`` <- dotted ``overrides``, coerced to the schema's types.
 
     Values are typed here; ranges, cross-field rules and plug-in options are
     checked by ``pjepa.checks.check_config`` (which needs the registries).
     """
-    merged = merge(data or {}, parse_overrides(overrides or []))
+    # migrated after the overrides: `head.options.objective=flow_matching` on a flow preset still means flow matching
+    merged = migrate_head(merge(data or {}, parse_overrides(overrides or [])))
     return _build(Config, merged, "")
 
 

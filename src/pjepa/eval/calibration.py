@@ -325,8 +325,8 @@ def _attribute(obj: object, name: str, value: Any) -> Iterator[None]:
 
 
 def _integrates_ode(head: PredictorHead) -> bool:
-    """Whether sampling solves an ODE whose step count is ``head.ode_steps`` (flow matching, not RealNVP)."""
-    return hasattr(head, "ode_steps") and getattr(head, "objective", None) == "flow_matching"
+    """Whether sampling solves an ODE whose step count is ``head.ode_steps`` (the flow-matching head)."""
+    return isinstance(getattr(head, "ode_steps", None), int)
 
 
 @torch.no_grad()

@@ -10,6 +10,8 @@
 - ``sinusoidal_embedding``: the Transformer / DDPM timestep embedding.
 - ``ResidualMLPBlock``: pre-norm residual MLP with FiLM, the denoiser /
   velocity-field body of the diffusion and flow-matching heads.
+- ``base_draws``: the rows a transport head (RealNVP flow, flow matching) maps
+  from its N(0, I) base to targets, with the condition of each row.
 """
 
 from __future__ import annotations
@@ -115,3 +117,17 @@ class ResidualMLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(F.silu(self.film(self.fc1(self.norm(x)), c)))
+
+
+def base_draws(
+    h: torch.Tensor, n: int, dim: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, M, Dp) conditions -> z ~ N(0, I) (n*B*M, D) and each row's condition (n*B*M, Dp).
+
+    Draw k of token (b, m) is row (k, b, m) flattened, so ``x.reshape(n, B, M, D)``
+    restores the layout of ``sample``; all n draws go through the head as one batch.
+    """
+    lead = h.shape[:-1]
+    z = torch.randn((n, *lead, dim), generator=generator, device=h.device).reshape(-1, dim)
+    rows = h.reshape(1, -1, h.shape[-1]).expand(n, -1, -1).reshape(z.shape[0], -1)
+    return z, rows

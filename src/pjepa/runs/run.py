@@ -11,8 +11,10 @@
       figures/           figures (viz)            -> Run.figures_dir
 
 Evaluation, tables and figures read runs only through this class. Runs written
-by pjepa 0.1 (``train.method``, flat model keys, ``data.val_split``) load: their
-config is migrated on read (see ``pjepa.config.migrate_legacy``).
+by earlier releases (pjepa 0.1's ``train.method``, flat model keys and
+``data.val_split``; VICReg weights among the method's options; flow matching as
+``head.name: flow`` with ``objective: flow_matching``) load: their config is
+migrated on read (see ``pjepa.config.migrate_legacy``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 import yaml
 
-from pjepa.config import MOVED_KEYS, Config, build_config, has_method_vicreg, migrate_legacy
+from pjepa.config import MOVED_KEYS, Config, build_config, has_legacy_flow_head, has_method_vicreg, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
@@ -76,9 +78,9 @@ def check_resume_overrides(overrides: list[str]) -> None:
 
 
 def is_legacy(data: dict[str, Any]) -> bool:
-    """True for a config mapping in the pjepa 0.1 layout."""
+    """True for a config mapping in the layout of an earlier release (see ``pjepa.config.migrate_legacy``)."""
     return (any(key.split(".")[1] in (data.get(key.split(".")[0]) or {}) for key in MOVED_KEYS)
-            or has_method_vicreg(data))
+            or has_method_vicreg(data) or has_legacy_flow_head(data))
 
 
 class Run:
