@@ -319,7 +319,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             continue
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, data[name], key)
         else:
             kwargs[name] = coerce(data[name], tp, key)

@@ -21,6 +21,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pjepa.errors import PJepaError
 
@@ -371,7 +372,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _get(d: dict, key: str):
+def _get(d: Any, key: str) -> Any:
     for part in key.split("."):
         d = d.get(part) if isinstance(d, dict) else None
     return d

@@ -67,7 +67,7 @@ def _section(cls: type, prefix: str) -> list[str]:
     hints, comments, nested = typing.get_type_hints(cls), _field_comments(cls), []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             nested.append((tp, f"{prefix}.{f.name}"))
             continue
         out.append(f"| `{prefix}.{f.name}` | `{_cell(_type_name(tp))}` | {_cell(_default(f))} | "

@@ -81,7 +81,7 @@ def _fit(img: Image.Image, size: tuple[int, int], resize: bool, index: int, sour
             f"image {index} of {source} is {img.size[0]}x{img.size[1]} but image 0 is "
             f"{size[0]}x{size[1]}; set the option image_size=<pixels> to resize all images"
         )
-    return img.resize(size, Image.BILINEAR)
+    return img.resize(size, Image.BILINEAR)  # type: ignore[attr-defined]  # stubs: Image.Resampling (Pillow 9.1+)
 
 
 def decode_images(

@@ -108,7 +108,7 @@ def parquet_to_npz(parquet: Path, out: Path, split: str, num_classes: int = NUM_
     if names is None:
         names = [f"class_{i}" for i in range(max(num_classes, int(y.max()) + 1 if len(y) else 0))]
     lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         f"{split}_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
         f"{split}_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         f"{split}_y": y.astype(np.int16),
@@ -118,7 +118,7 @@ def parquet_to_npz(parquet: Path, out: Path, split: str, num_classes: int = NUM_
     }
     tmp = out.with_name(out.name + ".part")
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stubs match **kwds against allow_pickle
     os.replace(tmp, out)
     return out
 

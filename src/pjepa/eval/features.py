@@ -8,15 +8,15 @@ normalised images. ``pixel_features`` is the raw-pixel baseline.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from pjepa.data import resize_normalize
+from pjepa.models import VisionTransformer
 
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module,
+    encoder: VisionTransformer,
     images: torch.Tensor,
     image_size: int,
     mean: torch.Tensor,

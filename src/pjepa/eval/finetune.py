@@ -71,7 +71,7 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
     total, warmup = recipe.epochs * per_epoch, int(recipe.warmup_fraction * recipe.epochs * per_epoch)
     images, labels = bank.images.to(device), bank.labels.to(device)
     aug, order_gen = torch.Generator(device=device), torch.Generator()
-    best = (-1.0, 0, None)
+    best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)  # (val top-1, epoch, weights)
     history = []
     bar = tqdm(range(total), desc="fine-tune", disable=True if not progress else None, leave=False)
     for step in bar:
@@ -96,7 +96,8 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
             bar.set_postfix(epoch=epoch + 1, val_top1=f"{val:.2f}")
             if val > best[0]:
                 best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[2])
+    if best[2] is not None:  # set at the first epoch's end (any top-1 beats -1)
+        model.load_state_dict(best[2])
     report = classification_metrics(logits_of(model, data["eval"], cfg, mean, std, device), data["eval"].labels,
                                      num_classes)
     return {**report, "val_top1": best[0], "best_epoch": best[1], "history": history}

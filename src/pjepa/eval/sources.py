@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import require_labels
 from pjepa.methods.load import load_run_method
+from pjepa.models import VisionTransformer
 from pjepa.models.timm_format import load_encoder, read_architecture
 from pjepa.runs import Run
 
@@ -76,7 +76,7 @@ def online_target(run: Run) -> bool:
     return str(run.config.method.options.get("target", "ema")) != "ema"
 
 
-def load_encoder_for(run: Run, source: Source) -> tuple[nn.Module, int, str]:
+def load_encoder_for(run: Run, source: Source) -> tuple[VisionTransformer, int, str]:
     """(encoder, step, cache tag) of a non-pixel source."""
     if source.weights is not None:
         encoder = load_encoder(source.weights)

@@ -210,7 +210,7 @@ def _stale(run: Run) -> str | None:
 
 def _check_no_copies(rows: list[dict[str, Any]]) -> None:
     """Two rows of one group with the same seed are one run copied, not two seeds: refuse to average them."""
-    seen: dict[tuple[str, Any], str] = {}
+    seen: dict[tuple[str, Any], str | None] = {}
     for r in rows:
         key = (r["_key"], r.get("seed"))
         if key in seen and r.get("_path") != seen[key]:
@@ -262,9 +262,10 @@ def _group(rows: list[dict[str, Any]], keep_key: bool = False) -> list[dict[str,
             row["_key"] = members[0]["_key"]
         for col in ("epochs", "steps", "wall_min", *SCORES):
             values = [m[col] for m in members if isinstance(m.get(col), (int, float))]
-            row[col] = statistics.fmean(values) if values else None
-            if col == "steps" and row[col] is not None and float(row[col]).is_integer():
-                row[col] = int(row[col])
+            mean: float | None = statistics.fmean(values) if values else None
+            if col == "steps" and mean is not None and mean.is_integer():
+                mean = int(mean)
+            row[col] = mean
             row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else None
             row[f"{col}_n"] = len(values)  # the noise test's sample size (a member may lack this column)
         out.append(row)
@@ -287,7 +288,8 @@ def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "au
 def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(run rows, baseline rows), one per run (or per baseline and seed), before grouping; each with
     ``_key``, the group it joins. Paths ending in ``.csv`` are per-run CSVs read back."""
-    rows, baselines = [], []
+    rows: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     for path in [Path(r) for r in runs if str(r).endswith(".csv")]:
         for row in read_per_run_csv(path):
             (baselines if row["method"] == "baseline" else rows).append(row)
@@ -464,9 +466,9 @@ def add_noise_column(rows: list[dict[str, Any]], by: str | None = None, correct:
     have = [r for r in rows if isinstance(r.get(col), (int, float))]
     best = max(have, key=lambda r: r[col])  # the first of equal means
     raw = {id(r): welch_p(r, best, col) for r in have if r is not best}
-    tested = [r for r in have if r is not best and raw[id(r)] is not None]
+    tested = {id(r): p for r in have if r is not best and (p := raw[id(r)]) is not None}  # p of each tested row
     method = resolve_correction(correct, len(tested))
-    shown = dict(zip(map(id, tested), adjust([raw[id(r)] for r in tested], method)))
+    shown = dict(zip(tested, adjust(list(tested.values()), method)))
     for r in rows:
         r["vs_best_correction"], r["vs_best_tests"] = method, len(tested)
         r["vs_best_p_raw"], r["vs_best_p"] = raw.get(id(r)), shown.get(id(r))
@@ -505,9 +507,9 @@ def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None, correct: s
     rows = [r for r in rows if isinstance(r.get(col), (int, float))]
     pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))]
     raw = {ij: welch_p(rows[ij[0]], rows[ij[1]], col) for ij in pairs}
-    tested = [ij for ij in pairs if raw[ij] is not None]
+    tested = {ij: p for ij in pairs if (p := raw[ij]) is not None}  # p of each tested pair
     method = resolve_correction(correct, len(tested))
-    shown = dict(zip(tested, adjust([raw[ij] for ij in tested], method)))
+    shown = dict(zip(tested, adjust(list(tested.values()), method)))
     labels = [f"{i + 1}: {r['run']}" for i, r in enumerate(rows)]
     lines = [f"| {col}: row vs column | " + " | ".join(labels) + " |", "|" + "---|" * (len(rows) + 1)]
     for i, a in enumerate(rows):

@@ -48,6 +48,9 @@ ROLES = {"metric": "SmallResNet", "perceptual": "SmallVGG"}
 class SmallClassifier(nn.Module):
     """What both networks share: normalisation buffers, the input size, the role and training record."""
 
+    mean: torch.Tensor  # buffers: the normalisation statistics
+    std: torch.Tensor
+
     def __init__(self, num_classes: int, image_size: int, width: int) -> None:
         super().__init__()
         if num_classes < 2 or image_size < 8 or width < 1:

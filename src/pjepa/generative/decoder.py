@@ -217,15 +217,15 @@ class _Trainer:
     def step(self, z: torch.Tensor, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         recon = self.decoder(z)
         loss, parts = decoder_loss(recon, x, self.vgg, self.mean, self.std, self.perceptual_weight)
-        adversarial = self.disc is not None and step >= self.adversarial_start
-        if adversarial:
-            parts["adversarial"] = -self.disc(recon).mean()
+        disc = self.disc if step >= self.adversarial_start else None
+        if disc is not None:
+            parts["adversarial"] = -disc(recon).mean()
             loss = loss + self.adversarial_weight * parts["adversarial"]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if adversarial:
-            d_loss = hinge_discriminator_loss(self.disc(x), self.disc(recon.detach()))
+        if disc is not None and self.disc_opt is not None:  # the optimiser exists with the discriminator
+            d_loss = hinge_discriminator_loss(disc(x), disc(recon.detach()))
             self.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             self.disc_opt.step()

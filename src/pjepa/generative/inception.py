@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -105,7 +105,8 @@ class FIDInceptionC(nn.Module):
     def __init__(self, in_channels: int, channels_7x7: int) -> None:
         super().__init__()
         c7 = channels_7x7
-        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
+        row: dict[str, Any] = dict(kernel_size=(1, 7), padding=(0, 3))
+        col: dict[str, Any] = dict(kernel_size=(7, 1), padding=(3, 0))
         self.branch1x1 = BasicConv2d(in_channels, 192, 1)
         self.branch7x7_1 = BasicConv2d(in_channels, c7, 1)
         self.branch7x7_2 = BasicConv2d(c7, c7, **row)

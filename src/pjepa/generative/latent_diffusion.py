@@ -54,6 +54,8 @@ class LatentDiffusion(nn.Module):
     leaves it free, as latent diffusion does for latents.
     """
 
+    abar: torch.Tensor  # a buffer: the cumulative alpha products of the schedule
+
     def __init__(self, unet: nn.Module, schedule: DiffusionSchedule, prediction: str = "eps",
                  p_uncond: float = 0.1, clip_x0: float = 0.0) -> None:
         super().__init__()

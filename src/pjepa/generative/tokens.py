@@ -34,6 +34,7 @@ from tqdm import tqdm
 from pjepa.data import ImageDataset, resize_normalize, splits_for
 from pjepa.errors import ConfigError, DataError
 from pjepa.methods.load import load_run_method
+from pjepa.models import VisionTransformer
 from pjepa.runs import Run, atomic_write_bytes, resolve_device
 from pjepa.utils import stream_seed
 
@@ -71,7 +72,7 @@ def subset_indices(n: int, limit: int, seed: int, split: str) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:limit].sort().values
 
 
-def _plan(run: Run, step: int, encoder: torch.nn.Module, which: str, checkpoint: str, split: str,
+def _plan(run: Run, step: int, encoder: VisionTransformer, which: str, checkpoint: str, split: str,
           limit: int, subset_seed: int, n: int, shard_size: int, dtype: str) -> dict[str, Any]:
     """The manifest of an extraction: what was encoded, how, and which shard holds which rows."""
     mean, std = run.stats()

@@ -41,6 +41,7 @@ latent channels (K = 16: 16 -> 8 -> 4 -> 2).
 from __future__ import annotations
 
 import math
+from typing import Iterable, cast
 
 import torch
 import torch.nn as nn
@@ -205,7 +206,7 @@ class UNet(nn.Module):
         emb = self.embed(t, labels)
         h = self.inp(x)
         skips = [h]
-        for i, level in enumerate(self.down):
+        for i, level in enumerate(cast(Iterable[Level], self.down)):
             for res, attn in zip(level.res, level.attn):
                 h = attn(res(h, emb))
                 skips.append(h)
@@ -213,7 +214,7 @@ class UNet(nn.Module):
                 h = self.downsample[i](h)
                 skips.append(h)
         h = self.mid.res[1](self.mid_attn(self.mid.res[0](h, emb)), emb)
-        for i, level in enumerate(self.up):
+        for i, level in enumerate(cast(Iterable[Level], self.up)):
             for res, attn in zip(level.res, level.attn):
                 h = attn(res(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):  # to the exact size of the next skip: ceil-halving is not invertible by 2x

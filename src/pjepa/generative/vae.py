@@ -141,6 +141,9 @@ def latent_statistics(vae: EmbeddingVAE, embeddings: Iterable[torch.Tensor], sam
 class LatentNorm(nn.Module):
     """z -> (z - mean) / std per channel over (B, C, K, K) latents, and back; statistics kept as buffers."""
 
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-6) -> None:
         super().__init__()
         if mean.shape != std.shape or mean.dim() != 1:

@@ -22,6 +22,7 @@ targets instead of an invertible map, is the ``flow_matching`` head
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -48,20 +49,21 @@ def coupling_split(dim: int, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
 class AffineCoupling(nn.Module):
     """z_b = x_b * exp(s) + t with (s, t) = net([x_a, h]); x_a passes through unchanged."""
 
+    keep: torch.Tensor  # buffers: the index sets of coupling_split
+    change: torch.Tensor
+
     def __init__(self, dim: int, cond_dim: int, hidden: int, parity: int, scale_clamp: float) -> None:
         super().__init__()
         keep, change = coupling_split(dim, parity)
         self.register_buffer("keep", keep, persistent=False)
         self.register_buffer("change", change, persistent=False)
         self.scale_clamp = scale_clamp
-        self.net = nn.Sequential(
-            nn.Linear(keep.numel() + cond_dim, hidden), nn.SiLU(),
-            nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, 2 * change.numel()),
-        )
+        layers = (nn.Linear(keep.numel() + cond_dim, hidden), nn.Linear(hidden, hidden),
+                  nn.Linear(hidden, 2 * change.numel()))  # built in this order: the seeded draws stay the same
+        self.net = nn.Sequential(layers[0], nn.SiLU(), layers[1], nn.SiLU(), layers[2])
         # Near-zero (not zero) output layer: the flow starts ~ the identity, yet d loss / d h != 0.
-        nn.init.trunc_normal_(self.net[-1].weight, std=1e-3)
-        nn.init.zeros_(self.net[-1].bias)
+        nn.init.trunc_normal_(layers[2].weight, std=1e-3)
+        nn.init.zeros_(layers[2].bias)
 
     def scale_shift(self, xa: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, |a|), (R, Dp) -> clamped log-scale s and shift t, each (R, |b|)."""
@@ -109,9 +111,9 @@ class ConditionalRealNVP(nn.Module):
         """(R, D), (R, Dp) -> y (R, D): the layers undone in reverse order."""
         y = z
         for i in reversed(range(len(self.couplings))):
-            y = self.couplings[i].inverse(y, h)
+            y = cast(AffineCoupling, self.couplings[i]).inverse(y, h)
             if self.norms is not None:
-                y = self.norms[i].inverse(y)
+                y = cast(ActNorm, self.norms[i]).inverse(y)
         return y
 
     def log_prob(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

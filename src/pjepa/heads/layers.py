@@ -32,6 +32,8 @@ class ActNorm(nn.Module):
     replica starts identical). The flag is a buffer, so checkpoints keep it.
     """
 
+    initialized: torch.Tensor  # a buffer (nn.Module types attribute access as Tensor | Module)
+
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(dim))

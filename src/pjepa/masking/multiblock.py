@@ -86,9 +86,9 @@ def block_size(scale: float, aspect: float, grid: Size, rule: str = "pjepa") -> 
         area = int(rows * cols * scale)
         h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         return max(min(h, rows - 1), 1), max(min(w, cols - 1), 1)
-    area = scale * rows * cols
-    h = int(math.floor(math.sqrt(area * aspect) + 0.5))
-    w = int(math.floor(math.sqrt(area / aspect) + 0.5))
+    exact = scale * rows * cols  # not truncated to whole patches, unlike the official rule above
+    h = int(math.floor(math.sqrt(exact * aspect) + 0.5))
+    w = int(math.floor(math.sqrt(exact / aspect) + 0.5))
     return min(max(h, 1), rows), min(max(w, 1), cols)
 
 

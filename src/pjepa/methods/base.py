@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from pjepa.heads import PredictorHead
+from pjepa.models import VisionTransformer
 
 Metrics = dict[str, torch.Tensor | float]
 #: (normalised images (B, 3, S, S), CPU mask generator) -> (h (B, T, Dp), y (B, T, D))
@@ -70,7 +71,7 @@ class Monitors:
     """What periodic evaluation may rate: encoders by kNN (the first one picks ``checkpoints/best``)
     and predictive heads by the head metrics. Empty where a method has none."""
 
-    encoders: dict[str, nn.Module] = field(default_factory=dict)
+    encoders: dict[str, VisionTransformer] = field(default_factory=dict)
     heads: dict[str, HeadMonitor] = field(default_factory=dict)
 
 
@@ -93,7 +94,8 @@ class Method(nn.Module, ABC):
         Default: weight decay on matrices and convolutions only (not biases,
         norms, tokens). A fine-tune overrides this for layer-wise LR decay.
         """
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -123,6 +125,6 @@ class Method(nn.Module, ABC):
         return out
 
     @abstractmethod
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation, with
         ``intermediate_layers(images, n)`` for probes over the last n layers."""

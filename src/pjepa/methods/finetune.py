@@ -92,5 +92,5 @@ class FineTune(Method):
     def monitors(self) -> Monitors:
         return Monitors(encoders={"encoder": self.encoder})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         return self.encoder

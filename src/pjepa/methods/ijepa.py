@@ -173,7 +173,7 @@ class IJEPA(Method):
         encoders = {"target": self.target_encoder} if self.target_encoder is not None else {"context": self.encoder}
         return Monitors(encoders=encoders, heads={"head": HeadMonitor(self.head, self.head_conditions)})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         if which == "target":
             return self.target_encoder if self.target_encoder is not None else self.encoder
         if which == "context":

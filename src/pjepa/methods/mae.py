@@ -27,7 +27,7 @@ from pjepa.masking.ops import apply_masks, patchify
 from pjepa.methods.base import Batch, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.ijepa import build_encoder
 from pjepa.methods.registry import METHODS
-from pjepa.models import PredictorTrunk
+from pjepa.models import PredictorTrunk, VisionTransformer
 from pjepa.profiling import part
 from pjepa.regularisers import build_regulariser, regularise
 
@@ -102,7 +102,7 @@ class MAE(Method):
     def monitors(self) -> Monitors:
         return Monitors(encoders={"encoder": self.encoder})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         if which not in ("target", "context"):
             raise ConfigError(f"encoder {which!r}: choose target or context (MAE has one encoder: both name it)")
         return self.encoder

@@ -36,14 +36,14 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from pjepa.errors import WeightsError
-from pjepa.models.vit import VisionTransformer
+from pjepa.models.vit import Block, VisionTransformer
 
 FORMAT = "timm.VisionTransformer(class_token=False, global_pool='avg', fc_norm=False)"
 ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -114,7 +114,7 @@ def mlp_ratio_for(hidden: int, dim: int) -> float:
 
 def architecture(encoder: VisionTransformer) -> dict[str, Any]:
     """The sizes that rebuild ``encoder`` (``build_encoder_from``), plus ``num_patches`` and ``format``."""
-    block = encoder.blocks[0] if len(encoder.blocks) else None
+    block = cast(Block, encoder.blocks[0]) if len(encoder.blocks) else None
     dim = encoder.embed_dim
     patch = encoder.patch_embed.kernel_size[0]
     return {
@@ -123,7 +123,7 @@ def architecture(encoder: VisionTransformer) -> dict[str, Any]:
         "embed_dim": dim,
         "depth": len(encoder.blocks),
         "num_heads": block.attn.num_heads if block is not None else 1,
-        "mlp_ratio": mlp_ratio_for(block.mlp[0].out_features, dim) if block is not None else 4.0,
+        "mlp_ratio": mlp_ratio_for(cast(torch.nn.Linear, block.mlp[0]).out_features, dim) if block is not None else 4.0,
         "num_patches": encoder.num_patches,
         "format": FORMAT,
     }

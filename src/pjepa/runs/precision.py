@@ -240,7 +240,8 @@ def cache_path() -> Path:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``, else ``platform``) with its bf16 instruction flags: virtual
     machines may report only "AMD EPYC", which covers processors with and without AVX512-BF16."""
-    name, flags = "", set()
+    name = ""
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -272,11 +273,11 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 def _from_entry(entry: Any) -> ProbeResult | None:
     try:
-        res = ProbeResult(bool(entry["supported"]), float(entry["ratio"]), float(entry["fp32_ms"]),
-                          float(entry["bf16_ms"]), tuple(int(x) for x in entry["shape"]), int(entry["threads"]))
+        m, k, n = (int(x) for x in entry["shape"])  # ValueError unless three sizes
+        return ProbeResult(bool(entry["supported"]), float(entry["ratio"]), float(entry["fp32_ms"]),
+                           float(entry["bf16_ms"]), (m, k, n), int(entry["threads"]))
     except (TypeError, KeyError, ValueError):
         return None
-    return res if len(res.shape) == 3 else None
 
 
 def cached_probe(m: int, k: int, n: int, threads: int) -> tuple[ProbeResult, bool]:

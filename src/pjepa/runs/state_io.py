@@ -25,7 +25,7 @@ import os
 import secrets
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -126,7 +126,8 @@ def _decode(node: Any, tensors: dict[str, torch.Tensor], device: torch.device) -
     if kind in ("list", "tuple"):
         children = [_decode(v, tensors, device) for v in node["items"]]
         return tuple(children) if kind == "tuple" else children
-    scalars = {"none": lambda v: None, "bool": bool, "int": int, "float": float, "str": str}
+    scalars: dict[str, Callable[[Any], Any]] = {"none": lambda v: None, "bool": bool, "int": int, "float": float,
+                                                "str": str}
     if kind not in scalars:
         raise ValueError(f"unknown node type {kind!r}")
     return scalars[kind](node.get("value"))

@@ -345,7 +345,8 @@ class Trainer:
         bar.close()
         self.logger.close()
         barrier()
-        code = EXIT_CODES.get(self.signals.received, 143) if signalled else 0
+        received = self.signals.received  # set when signalled, never cleared
+        code = EXIT_CODES.get(received, 143) if signalled and received is not None else 0
         return {"step": step, **last, "best_knn": self.state.best_knn, "exit_code": code}
 
     def _evaluate(self, step: int) -> dict[str, float]:

@@ -55,11 +55,10 @@ def run_precision(cfg: Config, device: torch.device, run_dir: Path, resume: bool
     requested = cfg.train.precision
     width, threads = cfg.model.encoder.embed_dim, torch.get_num_threads()
     if requested == "auto" and device.type == "cpu" and is_distributed():
-        p = resolve_precision(requested, device, width, threads) if is_main else None
-        bf16 = broadcast_flag(p is not None and p.name == "bf16", device)
-        if p is None:
-            p = from_record({"requested": requested, "name": "bf16" if bf16 else "fp32", "reason": "rank 0's probe"},
-                            device)
+        probed = resolve_precision(requested, device, width, threads) if is_main else None
+        bf16 = broadcast_flag(probed is not None and probed.name == "bf16", device)
+        p = probed if probed is not None else from_record(
+            {"requested": requested, "name": "bf16" if bf16 else "fp32", "reason": "rank 0's probe"}, device)
     else:
         p = resolve_precision(requested, device, width, threads)
     return p, f"[pjepa] precision: {p.describe()}"

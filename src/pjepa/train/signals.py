@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 #: The signals that stop training cleanly, and the process exit code each leads to.
-EXIT_CODES = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
+EXIT_CODES: dict[int, int] = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
 
 
 class StopSignals:

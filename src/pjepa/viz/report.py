@@ -16,6 +16,7 @@ import datetime as dt
 import html
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -116,6 +117,11 @@ class Log(list):
             self.echo(line)
 
 
+def _saved(make: Callable[[], Any], path: Path, dpi: int, formats: Sequence[str]) -> Callable[[], Path]:
+    """What ``_attempt`` runs: make the figure, then save it to ``path`` (and ``formats``)."""
+    return lambda: save_figure(make(), path, dpi, formats)
+
+
 def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path], caption: str = "",
              dpi: int = DEFAULT_DPI) -> str:
     """The figure's <img> with its caption (its file appended to ``made``), or a note saying why it could
@@ -165,10 +171,8 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path], formats
         f = FIGURES[name]
         if f.applies(run):
             stem = run_name(run).replace("/", "-")
-            parts.append(_attempt(lambda f=f, stem=stem: save_figure(f.make(run), figs / f"{stem}-{f.name}.png", dpi,
-                                                                     formats),
-                                  f"{run_name(run)}: {f.help}", log, made, f.caption,
-                                  dpi))
+            parts.append(_attempt(_saved(partial(f.make, run), figs / f"{stem}-{f.name}.png", dpi, formats),
+                                  f"{run_name(run)}: {f.help}", log, made, f.caption, dpi))
         else:
             skipped.append(f"{f.name} (needs {f.needs})")
     if skipped:
@@ -260,7 +264,7 @@ def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool, fo
     shared: list[Path] = []
     for name in OVER_RUNS:
         f = FIGURES[name]
-        parts.append(_attempt(lambda f=f: save_figure(f.make(runs), figs / f"{f.name}.png", dpi, formats), f.help,
+        parts.append(_attempt(_saved(partial(f.make, runs), figs / f"{f.name}.png", dpi, formats), f.help,
                               log, shared, f.caption, dpi))
     for run in runs:
         own: list[Path] = []

@@ -95,7 +95,7 @@ def plot_samples(runs: Sequence[Run], n: int = 2000, token: int = 0) -> Any:
         fig.colorbar(cells, ax=ax, label="draws per cell", fraction=0.046, pad=0.02)
         ax.plot(tg[:, 0], tg[:, 1], "r*", ms=14, mec="white", label="target", zorder=5)
         ax.plot(pt[:, 0], pt[:, 1], "kx", ms=10, mew=2, label="point estimate", zorder=5)
-        if t.means is not None:
+        if t.means is not None and t.weights is not None:  # both, for a mixture head
             m = ((t.means - centre) @ basis).numpy()
             ax.scatter(m[:, 0], m[:, 1], s=40 + 400 * t.weights.numpy(), facecolors="none", edgecolors="white",
                        linewidths=1.5, label="component means")

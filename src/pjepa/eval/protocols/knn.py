@@ -114,10 +114,11 @@ def evaluate_knn(
         mean, std = run.stats()
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:
-        feats, step = _cached_features(run, source, dev, layers, progress) if (
+        cached, step = _cached_features(run, source, dev, layers, progress) if (
             train_limit == eval_limit == 0 and split == "eval") else (None, 0)
-        if feats is None:
-            feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+        if cached is None:
+            cached, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+        feats = cached
         which = encoder
     whitening = fit_whitening(feats[0]) if whiten else None
     if whitening is not None:

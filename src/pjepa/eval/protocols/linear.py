@@ -46,7 +46,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
     num_classes = labelled_splits(run)["bank"].num_classes
     probes = {name: linear_probe(v["bank"], v["val"], v["eval"], num_classes, epochs=epochs, seed=run.config.train.seed)
               for name, v in feature_views(feats, layers, source.baseline == "pixels").items()}
-    primary = probes.get("last", probes.get("pixels"))
+    primary = probes["last"] if "last" in probes else probes["pixels"]
     result = {
         "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
         "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(run), "layers": layers,
