@@ -4,8 +4,10 @@
     ds.images  # uint8 (N, 3, H, W), decoded once
     ds.labels  # int64 (N,)
 
-Every loader is ``loader(split, path, **options) -> ImageDataset`` and lives in
-``DATASETS``; importing this package imports (and so registers) all of them.
+Every loader is ``loader(split, path, **options) -> ImageDataset``, registered in
+``DATASETS`` by its own module (``@DATASETS.register("name")``); importing this
+package imports every module of it, and so registers all of them: a new dataset is
+one new file.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import inspect
 import os
 from typing import Any, Sequence
 
-from pjepa.data import cifar, imagefolder, npz, stl10, synthetic, tiny_imagenet  # noqa: F401  (register)
 from pjepa.data.base import ImageDataset
 from pjepa.data.registry import DATASETS
 from pjepa.data.splits import Splits, carve_validation, load_splits, splits_for
 from pjepa.data.transforms import channel_stats, random_resized_crop_flip, resize_normalize
 from pjepa.errors import DataError
+from pjepa.registry import import_modules
+
+import_modules(__name__, __path__)  # each loader module registers itself
 
 __all__ = [
     "DATASETS",
