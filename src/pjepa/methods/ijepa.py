@@ -26,7 +26,7 @@ from pjepa.errors import ConfigError
 from pjepa.heads import build_head
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks
-from pjepa.methods.base import Batch, HeadMonitor, Method, Metrics, Monitors, StepOutput
+from pjepa.methods.base import Batch, Capabilities, HeadMonitor, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk, VisionTransformer
 from pjepa.profiling import part
@@ -93,6 +93,15 @@ class IJEPA(Method):
             (``target`` names it too). ``online_stopgrad``: the same features under
             no_grad (SimSiam's stop-gradient; cheaper: no backward through the full-image pass).
     """
+
+    label = "I-JEPA"
+    has_target_encoder = True  # with the default ``target: ema``; ``capabilities`` reads the option
+
+    @classmethod
+    def capabilities(cls, cfg: Config) -> Capabilities:
+        """A head always; a target encoder of its own only with the EMA teacher (``target: ema``)."""
+        target = cfg.method.options.get("target", "ema")
+        return Capabilities(has_head=cls.has_head, has_target_encoder=cls.has_target_encoder and target == "ema")
 
     def __init__(self, cfg: Config, target_norm: bool = True, target: str = "ema") -> None:
         super().__init__()

@@ -56,7 +56,8 @@ class MAE(Method):
         norm_pix: regress per-patch normalised pixels (MAE's default) instead of the pixels.
     """
 
-    uses_head = False
+    label = "MAE"
+    has_head = False
 
     def __init__(self, cfg: Config, decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
                  loss: str = "mse", norm_pix: bool = True) -> None:

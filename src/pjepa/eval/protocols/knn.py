@@ -25,8 +25,9 @@ from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split, choice_warning,
-                                       non_negative_int, positive_int, register, source_of)
+from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, add_source_arguments, choice_split,
+                                       choice_warning, non_negative_int, positive_int, source_of)
+from pjepa.eval.protocols.outputs import Column, ResultFile, number
 from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
                                 split_features)
 from pjepa.runs import Run, resolve_device
@@ -175,5 +176,29 @@ def _run(args: argparse.Namespace) -> list[str]:
     return ([r["warning"]] if r.get("warning") else []) + lines
 
 
-register(Protocol("knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline",
-                  _add_arguments, _run))
+def _columns() -> tuple[Column, ...]:
+    """kNN@1 of both votes on the reported split; the weighted vote of each variant (validation queries,
+    whitened features, the context encoder's features, which also gets its majority vote)."""
+    reported, context = "kNN@1 (%), reported split", "kNN@1 (%), context encoder"
+    weighted, majority = number("top1_weighted"), number("top1_majority")
+    return (
+        Column("knn", (reported, "weighted"), weighted, rated=0, tensorboard="knn"),
+        Column("knn_majority", (reported, "majority"), majority, rated=0),
+        # `pjepa eval knn --encoder context`: the student, as the Probabilistic-JEPA report rates it
+        Column("knn_context", (context, "weighted"), weighted, "_context", rated=2),
+        Column("knn_context_majority", (context, "majority"), majority, "_context", rated=2),
+        # validation queries: the number choices read
+        Column("knn_val", ("kNN@1 (%), validation", "raw"), weighted, "_val", rated=1),
+        Column("knn_white", ("kNN@1 (%), whitened", "reported"), weighted, "_white", rated=1),
+        Column("knn_val_white", ("kNN@1 (%), validation", "whitened"), weighted, "_val_white", rated=1),
+    )
+
+
+PROTOCOLS.register("knn")(Protocol(
+    "knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline", _add_arguments, _run,
+    results=(ResultFile(sweep_baselines="always"),
+             ResultFile("_val", ("--split", "val"), "kNN on the validation split"),
+             ResultFile("_white", ("--whiten",), "kNN on whitened features", sweep_baselines="asked"),
+             ResultFile("_val_white", ("--split", "val", "--whiten")),
+             ResultFile("_context", ("--encoder", "context"), "kNN of the context encoder")),
+    columns=_columns(), baselines=True, order=10))
