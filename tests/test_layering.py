@@ -1,7 +1,7 @@
 """The import layering of docs/design.md, held by walking every import of the package (ast, no execution).
 
     cli -> sweep -> train / eval / viz / generative -> checks -> methods -> runs -> blocks (data, masking, models,
-        heads) -> base (config, registry, errors, utils, presets)
+        heads) -> base (config, registry, errors, utils, atomic, presets)
 
 train may import eval (periodic evaluation); nothing imports train but cli. sweep sits beside cli: it runs
 pjepa train / eval as child processes, so it never imports train (nor viz, generative or cli).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "pjepa"
-BASE = {"config", "registry", "errors", "utils", "presets", "schedules", "profiling", "__init__", "__main__"}
+BASE = {"config", "registry", "errors", "utils", "atomic", "presets", "schedules", "profiling", "__init__", "__main__"}
 BLOCKS = {"data", "masking", "models", "heads", "regularisers"}
 ABOVE = {"methods", "runs", "checks", "train", "eval", "viz", "generative", "sweep", "cli", "api"}
 FORBIDDEN: dict[str, set[str]] = {

@@ -186,7 +186,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
     still holds the first one, complete, and no temporary folder is left."""
     import errno
 
-    import pjepa.runs.state_io as state_io
+    import pjepa.atomic as atomic
 
     calls = {"saves": 0}
     real_fdopen = os.fdopen
@@ -201,7 +201,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return f
 
-    monkeypatch.setattr(state_io.os, "fdopen", fdopen)
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"cannot write .*model.safetensors.*No space left on device"):
         train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)

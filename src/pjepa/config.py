@@ -153,7 +153,7 @@ class TrainConfig:
     ema: tuple[float, float] = (0.998, 1.0)  # the EMA teacher's momentum, [start, end] over the run
     ema_schedule: Literal["cosine", "linear"] = "cosine"
     # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
-    # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
+    # clearly faster (pjepa.train.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -297,19 +297,23 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass ``cls`` from a (partial) mapping; unknown keys are errors."""
+def build_dataclass(cls: type, data: Any, prefix: str = "", what: str = "config",
+                    moved: collections.abc.Mapping[str, str] | None = None) -> Any:
+    """Dataclass ``cls`` from a (partial) mapping: nested dataclass fields from nested mappings, every value
+    coerced to its field's type, fields not given keep their defaults. An unknown key is a ConfigError that
+    names it (``prefix``-dotted; ``what`` says which schema: "unknown config key optim.lrr") and lists the
+    valid keys of its section, or, if ``moved`` maps it to its new name, says where it went."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or what} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{prefix + '.' if prefix else ''}{unknown[0]!s}"
-        if key in MOVED_KEYS:
-            raise ConfigError(f"config key {key} moved to {MOVED_KEYS[key]}; write {MOVED_KEYS[key]}=... instead")
+        if moved and key in moved:
+            raise ConfigError(f"{what} key {key} moved to {moved[key]}; write {moved[key]}=... instead")
         where = prefix or "the top level"
-        raise ConfigError(f"unknown config key {key} (valid keys at {where}: {', '.join(names)})")
+        raise ConfigError(f"unknown {what} key {key} (valid keys at {where}: {', '.join(names)})")
     kwargs = {}
     for name in names:
         if name not in data:
@@ -317,7 +321,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], key)
+            kwargs[name] = build_dataclass(tp, data[name], key, what, moved)
         else:
             kwargs[name] = coerce(data[name], tp, key)
     return cls(**kwargs)
@@ -458,7 +462,7 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
     checked by ``pjepa.checks.check_config`` (which needs the registries).
     """
     merged = merge(data or {}, parse_overrides(overrides or []))
-    return _build(Config, merged, "")
+    return build_dataclass(Config, merged, moved=MOVED_KEYS)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -251,7 +251,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pjepa.errors import ConfigError
     from pjepa.presets import resolve_config_path
     from pjepa.runs import Run, RunLock, check_resume_overrides
-    from pjepa.runs.precision import check_requested
+    from pjepa.train.precision import check_requested
     from pjepa.train.loop import train
     from pjepa.utils import next_run_dir
 

@@ -47,9 +47,9 @@ VOTES: tuple[str, ...] = ("weighted", "majority")
 
 
 def _check_features(name: str, features: object) -> torch.Tensor:
-    """A 2-D floating tensor, or ConfigError naming ``name``."""
+    """A 2-D floating tensor, or ConfigError naming ``name`` (TypeError for a non-tensor: the caller's bug)."""
     if not isinstance(features, torch.Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
     if features.dim() != 2 or not features.is_floating_point():
         raise ConfigError(
             f"{name} must be a floating (rows, dim) tensor, got dtype {features.dtype} "
@@ -59,9 +59,9 @@ def _check_features(name: str, features: object) -> torch.Tensor:
 
 
 def _check_labels(name: str, labels: object, length: int, num_classes: int) -> torch.Tensor:
-    """A 1-D integer tensor of ``length`` labels in [0, num_classes), as int64."""
+    """A 1-D integer tensor of ``length`` labels in [0, num_classes), as int64 (TypeError for a non-tensor)."""
     if not isinstance(labels, torch.Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     is_integer = not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
     if labels.dim() != 1 or not is_integer:
         raise ConfigError(

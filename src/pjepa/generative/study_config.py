@@ -11,12 +11,11 @@ section, as ``pjepa.config`` does for training configs.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pjepa.config import coerce, load_yaml, merge, parse_overrides
+from pjepa.config import build_dataclass, load_yaml, merge, parse_overrides
 from pjepa.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -145,25 +144,6 @@ class StudyConfig:
     metrics: MetricOptions = field(default_factory=MetricOptions)
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Dataclass ``cls`` from a (partial) mapping; unknown keys are ConfigErrors naming them."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"study key {prefix or '(top level)'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            where = prefix or "the top level"
-            raise ConfigError(f"unknown study key {full} (valid keys at {where}: {', '.join(names)})")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        kwargs[name] = _build(tp, value, key) if dataclasses.is_dataclass(tp) else coerce(value, tp, key)
-    return cls(**kwargs)
-
-
 def check_study_config(cfg: StudyConfig) -> StudyConfig:
     """Ranges that the dataclass types cannot say; returns ``cfg``."""
     positive = {
@@ -221,7 +201,7 @@ def study_presets() -> list[str]:
 def load_study_config(preset: str | Path | None = "cifar10_cpu", overrides: list[str] | None = None) -> StudyConfig:
     """Defaults <- preset YAML (a name or a path; None: defaults only) <- dotted ``key=value`` overrides."""
     data = load_yaml(preset_path(preset)) if preset is not None else {}
-    return check_study_config(_build(StudyConfig, merge(data, parse_overrides(overrides or [])), ""))
+    return check_study_config(build_dataclass(StudyConfig, merge(data, parse_overrides(overrides or [])), what="study"))
 
 
 def study_config_to_dict(cfg: StudyConfig) -> dict[str, Any]:

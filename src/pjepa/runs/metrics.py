@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pjepa.atomic import atomic_write_bytes
 from pjepa.errors import CheckpointError
-from pjepa.runs.state_io import atomic_write_bytes
 
 
 class MetricsLogger:

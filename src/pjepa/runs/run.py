@@ -18,7 +18,6 @@ config is migrated on read (see ``pjepa.config.migrate_legacy``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from functools import cached_property
@@ -28,13 +27,13 @@ from typing import Any
 import torch
 import yaml
 
+from pjepa.atomic import atomic_write_json, move
 from pjepa.config import MOVED_KEYS, Config, build_config, has_method_vicreg, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
 from pjepa.runs.precision import eval_amp_dtype, valid_record
 from pjepa.runs.metrics import read_metrics
-from pjepa.runs.state_io import atomic_write_bytes
 
 
 #: What a resume may change: how long, how often to log / evaluate / save, and where it runs; anything
@@ -225,7 +224,7 @@ class Run:
         dest = parent / str(n)
         dest.mkdir(parents=True)
         for name in present:
-            os.replace(self.path / name, dest / name)
+            move(self.path / name, dest / name)
         return dest
 
     def clear(self) -> None:
@@ -242,7 +241,7 @@ class Run:
         path = self.eval_dir / f"{name}.json"
         if path.is_file():
             self._keep_previous(path, result)
-        atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+        atomic_write_json(path, result)
         return path
 
     def _keep_previous(self, path: Path, result: dict[str, Any]) -> None:
@@ -250,7 +249,7 @@ class Run:
         previous.mkdir(exist_ok=True)
         n = 1 + sum(1 for _ in previous.glob(f"{path.stem}.*.json"))
         kept = previous / f"{path.stem}.{n}.json"
-        os.replace(path, kept)
+        move(path, kept)
         try:
             old = json.loads(kept.read_text())
         except (OSError, ValueError):

@@ -31,6 +31,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pjepa import schedules
 from pjepa.checks import check_config
 from pjepa.config import Config, config_to_dict, dump_config
 from pjepa.data import channel_stats, splits_for
@@ -41,7 +42,6 @@ from pjepa.profiling import part
 from pjepa.runs import (MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into,
                         save_checkpoint)
 from pjepa.runs.checkpoint import checkpoint_step
-from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
 from pjepa.train.monitor import NonFiniteLossError, StepMonitor, params_finite
