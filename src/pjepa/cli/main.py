@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -247,134 +246,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pjepa.checks import check_config
-    from pjepa.config import build_config, dump_config, load_config
-    from pjepa.errors import ConfigError
+    from pjepa.config import dump_config, load_config
     from pjepa.presets import resolve_config_path
-    from pjepa.runs import Run, RunLock, check_resume_overrides
+    from pjepa.runs import RunDirectory
     from pjepa.runs.precision import check_requested
     from pjepa.train.loop import train
-    from pjepa.utils import next_run_dir
 
     resume = args.resume is not None
     if resume:
-        run_dir = args.resume
-        run = Run(run_dir)
-        check_resume_overrides(args.overrides)
-        cfg = build_config(run.raw_config, run.resume_overrides() + args.overrides)
+        directory = RunDirectory(args.resume)
+        cfg = directory.resume_config(args.overrides)
     else:
         path = resolve_config_path(args.config)
         cfg = load_config(path, args.overrides)
-        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("under torchrun pass --out DIR so that every process writes to the same run")
-        if args.auto_resume and args.out is None:
-            raise ConfigError("--auto-resume needs --out DIR: the run directory to continue or start")
-        run_dir = args.out or next_run_dir(Path("runs"), path.stem)
+        directory = RunDirectory.for_new_run(args.out, path.stem, args.auto_resume)
     cfg = check_config(cfg)
     check_requested(cfg.train.precision, cfg.train.device)  # fp16 on a CPU
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    if main_rank:
-        from pjepa.runs.writable import writable_dir
-
-        writable_dir(run_dir, "run directory (--out)")
-    # refuse now if another process writes there (train() holds the lock again until it ends)
-    with RunLock(run_dir) if main_rank else contextlib.nullcontext():
-        resume, cfg = _settle_run_dir(args, run_dir, resume, cfg, main_rank)
-    result = train(cfg, run_dir, resume=resume)
+    directory.check_writable()
+    start = directory.open(cfg, check_config, resume=resume, auto_resume=args.auto_resume, force=args.force,
+                           overrides=args.overrides)
+    result = train(start.config, directory.path, resume=start.resume)
     if result.get("exit_code"):  # stopped by SIGTERM / SIGINT after saving checkpoints/last
         return int(result["exit_code"])
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"[pjepa] finished at step {result['step']}; run directory: {run_dir}")
+    if directory.main:
+        print(f"[pjepa] finished at step {result['step']}; run directory: {directory.path}")
     return 0
-
-
-def _settle_run_dir(args: argparse.Namespace, run_dir: Path, resume: bool, cfg, main_rank: bool):
-    """(resume?, config) of the run directory's policy. --auto-resume continues a run that has a checkpoint
-    (refusing a preset or overrides that would make it another run; those a resume may change are applied
-    and recorded), starts one that does not exist, and restarts one that died before its first checkpoint
-    after moving what it left into previous/N; it refuses a folder with results but no checkpoint (a kept
-    or finished run). --force clears a run; anything else refuses to write over one. A resume's overrides
-    are recorded in resumes.jsonl."""
-    from pjepa.checks import check_config
-    from pjepa.config import build_config
-    from pjepa.errors import ConfigError
-    from pjepa.runs import Run
-
-    if not main_rank:  # rank 0 decides and writes; another rank may already see rank 0's new config.yaml
-        if not resume and args.auto_resume and Run(run_dir).checkpoint("last") is not None:
-            run = Run(run_dir)
-            return True, check_config(build_config(run.raw_config, run.resume_overrides() + _changed(run, cfg)))
-        return resume, cfg
-    if not resume and (run_dir / "config.yaml").is_file():
-        run = Run(run_dir)
-        if args.auto_resume and run.checkpoint("last") is not None:
-            changed = _changed(run, cfg)  # the preempted run: continue it, with its own config
-            if changed:
-                run.record_resume(run.load_checkpoint("last")[1]["step"], changed)
-                print(f"[pjepa] {run_dir}: continuing it with {' '.join(changed)}", flush=True)
-            return True, check_config(build_config(run.raw_config, run.resume_overrides()))
-        if args.auto_resume and not args.force and run.results():
-            raise ConfigError(f"{run_dir} holds results ({', '.join(run.results()[:4])}) but no checkpoint to "
-                              "continue: a kept or finished run, which --auto-resume would train again over them. "
-                              f"Rate it with pjepa eval / pjepa table as it is, or move it away (or pass --force "
-                              "to replace it) to train it again")
-        if args.auto_resume and not args.force:  # it died before its first checkpoint: start it again
-            moved = run.move_aside()
-            if moved is not None:
-                print(f"[pjepa] {run_dir} had no checkpoint (the run died before its first one): what it "
-                      f"left is in {moved}; starting it again", flush=True)
-        elif args.force:
-            run.clear()
-        else:
-            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, "
-                              "replace it with --force, or pick another --out")
-    elif resume and args.overrides and main_rank:
-        run = Run(run_dir)
-        run.record_resume(run.load_checkpoint("last")[1]["step"], args.overrides)
-    return resume, cfg
-
-
-def _changed(run, cfg) -> list[str]:
-    """The overrides that turn the stored run's config into ``cfg`` (what --auto-resume was given), as
-    key=value; a ConfigError naming the keys when a resume may not change them (another preset, another
-    learning rate: another experiment, not a continuation)."""
-    import yaml
-
-    from pjepa.checks import check_config
-    from pjepa.config import build_config, config_to_dict
-    from pjepa.errors import ConfigError
-    from pjepa.runs.run import resumable
-
-    stored = config_to_dict(check_config(build_config(run.raw_config, run.resume_overrides()), build=False))
-    given = config_to_dict(check_config(cfg, build=False))
-    diffs = _diff(stored, given)
-    refused = [k for k in diffs if not resumable(k)]
-    if refused:
-        shown = "; ".join(f"{k}: {_get(stored, k)!r} in the run, {_get(given, k)!r} given" for k in refused[:4])
-        raise ConfigError(f"{run.path} is another experiment than the one asked for ({shown}); --auto-resume "
-                          "continues a run only with its own preset and overrides. Pick another --out, or pass "
-                          "--force to replace it")
-    return [f"{k}={yaml.safe_dump(_get(given, k), default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k in diffs]
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        key = f"{prefix}{k}"
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict) and not key.endswith("options"):
-            out += _diff(a[k], b[k], key + ".")
-        elif a.get(k) != b.get(k):
-            out.append(key)
-    return out
-
-
-def _get(d: dict, key: str):
-    for part in key.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""The run directory: its one reader (``Run``), checkpoints, the metrics log and atomic writes.
+"""The run directory: its one reader (``Run``), its one writer's policy (``RunDirectory``: new, resume,
+auto-resume, force, the lock, the run files), checkpoints, the metrics log and atomic writes.
 
 Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
@@ -7,6 +8,7 @@ Training writes a run directory; evaluation, tables and figures read it through
 from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
                                    save_checkpoint)
 from pjepa.runs.device import resolve_device
+from pjepa.runs.directory import RunDirectory, Start
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision, resolve_precision
@@ -16,8 +18,10 @@ from pjepa.runs.state_io import atomic_write_bytes
 __all__ = [
     "MetricsLogger",
     "Run",
+    "RunDirectory",
     "ResolvedPrecision",
     "RunLock",
+    "Start",
     "writer",
     "check_resume_overrides",
     "atomic_write_bytes",
