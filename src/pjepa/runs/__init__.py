@@ -1,4 +1,5 @@
-"""The run directory: its one reader (``Run``), checkpoints and the metrics log.
+"""The run directory: its one reader (``Run``), its one writer's policy (``RunDirectory``: new, resume,
+auto-resume, force, the lock, the run files), checkpoints and the metrics log.
 
 Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``. Every file is written through
@@ -9,6 +10,7 @@ from pjepa.atomic import atomic_write_bytes
 from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
                                    save_checkpoint)
 from pjepa.runs.device import resolve_device
+from pjepa.runs.directory import RunDirectory, Start
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
@@ -17,8 +19,10 @@ from pjepa.runs.run import Run, check_resume_overrides, is_legacy
 __all__ = [
     "MetricsLogger",
     "Run",
+    "RunDirectory",
     "ResolvedPrecision",
     "RunLock",
+    "Start",
     "writer",
     "check_resume_overrides",
     "atomic_write_bytes",

@@ -10,7 +10,9 @@
       eval/*.json        evaluation results       -> Run.eval_results(), Run.write_eval(NAME, result)
       figures/           figures (viz)            -> Run.figures_dir
 
-Evaluation, tables and figures read runs only through this class. Runs written
+Evaluation, tables and figures read runs only through this class; what happens to a run
+directory (new, resume, auto-resume, force, the lock, the run files) is ``RunDirectory``'s
+(``runs/directory.py``), which calls the few writers here (``record_resume``, ``move_aside``, ``clear``). Runs written
 by pjepa 0.1 (``train.method``, flat model keys, ``data.val_split``) load: their
 config is migrated on read (see ``pjepa.config.migrate_legacy``).
 """
