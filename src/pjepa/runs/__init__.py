@@ -1,4 +1,5 @@
-"""The run directory: its one reader (``Run``), checkpoints, the metrics log and atomic writes.
+"""The run directory: its one reader (``Run``), checkpoints, the metrics log, atomic writes and how tables name
+what a run trained (``method_label``).
 
 Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
@@ -7,6 +8,7 @@ Training writes a run directory; evaluation, tables and figures read it through
 from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
                                    save_checkpoint)
 from pjepa.runs.device import resolve_device
+from pjepa.runs.labels import method_label
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision, resolve_precision
@@ -29,6 +31,7 @@ __all__ = [
     "legacy_precision",
     "load_checkpoint",
     "load_weights_into",
+    "method_label",
     "read_metrics",
     "resolve_device",
     "resolve_precision",
