@@ -173,7 +173,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_gen(sub: argparse._SubParsersAction) -> None:
-    from pjepa.generative.study_config import study_presets
+    from pjepa.studies.generative.config import study_presets
 
     p = sub.add_parser("gen", help="the generative study: latent diffusion over frozen encoders' patch tokens")
     gsub = p.add_subparsers(dest="gen_command", required=True)
@@ -494,7 +494,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
-    from pjepa.generative.study import load_study_config, run_study
+    from pjepa.studies.generative.study import load_study_config, run_study
     from pjepa.utils import seed_everything
 
     # `--runs A B key=value`: argparse gives the override to --runs; it is not a folder, so it is an override
