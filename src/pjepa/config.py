@@ -297,12 +297,14 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp}")
 
 
-def build_dataclass(cls: type, data: Any, prefix: str = "", what: str = "config",
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "", what: str = "config",
                     moved: collections.abc.Mapping[str, str] | None = None) -> Any:
-    """Dataclass ``cls`` from a (partial) mapping: nested dataclass fields from nested mappings, every value
-    coerced to its field's type, fields not given keep their defaults. An unknown key is a ConfigError that
-    names it (``prefix``-dotted; ``what`` says which schema: "unknown config key optim.lrr") and lists the
-    valid keys of its section, or, if ``moved`` maps it to its new name, says where it went."""
+    """Dataclass ``cls`` (a schema of nested dataclasses) from a partial mapping, values coerced to the fields' types.
+
+    An unknown key is a ConfigError naming it ("unknown {what} key ...") and listing the valid keys of its
+    section; a key in ``moved`` (full dotted name -> its new name) says where it went. Any schema in this form
+    builds here: ``Config`` (``build_config``) and the generative study's options.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or what} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
@@ -469,8 +471,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(load_yaml(path) if path is not None else {}, overrides)
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for YAML/JSON dumps."""
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) of a schema dataclass (``Config`` or another), for YAML/JSON dumps."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):

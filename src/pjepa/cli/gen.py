@@ -1,4 +1,4 @@
-"""``pjepa gen study``: the generative study over frozen encoders' patch tokens (``pjepa.generative``)."""
+"""``pjepa gen study``: the generative study over frozen encoders' patch tokens (``pjepa.studies.generative``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ OVERRIDES = True  # takes key=value study overrides anywhere on the line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from pjepa.generative.study_config import study_presets
+    from pjepa.studies.generative.config import study_presets
 
     p = sub.add_parser("gen", help="the generative study: latent diffusion over frozen encoders' patch tokens")
     gsub = p.add_subparsers(dest="gen_command", required=True)
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pjepa.generative.study import load_study_config, run_study
+    from pjepa.studies.generative.study import load_study_config, run_study
     from pjepa.utils import seed_everything
 
     # `--runs A B key=value`: argparse gives the override to --runs; it is not a folder, so it is an override

@@ -43,7 +43,7 @@ from pjepa.config import Config, config_to_dict
 from pjepa.errors import PJepaError
 from pjepa.eval.stats import ALPHA, holm, welch_from_stats
 from pjepa.methods import METHODS
-from pjepa.runs import Run, writer
+from pjepa.runs import Run, method_label, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white",
@@ -89,27 +89,6 @@ def resolved_precision(run: Run) -> str:
     if record is not None:
         return str(record["name"])
     return "fp32" if str(run.info.get("device", "cpu")).startswith("cpu") else run.config.train.precision
-
-
-#: How a table names methods and regularisers.
-METHOD_NAMES = {"ijepa": "I-JEPA", "njepa": "N-JEPA", "mae": "MAE", "finetune": "fine-tune"}
-REG_NAMES = {"vicreg": "VICReg", "sigreg": "SIGReg"}
-
-
-def method_label(cfg: Config) -> str:
-    """What a row trained, in words: the method, its regulariser and level, and the choices that change
-    what is learned ("I-JEPA + SIGReg (image), online target, 2 mask sets")."""
-    label = METHOD_NAMES.get(cfg.method.name, cfg.method.name)
-    if cfg.reg.name != "none":
-        level = cfg.reg.options.get("level")
-        label += f" + {REG_NAMES.get(cfg.reg.name, cfg.reg.name)}" + (f" ({level})" if level else "")
-    target = cfg.method.options.get("target", "ema")
-    if target != "ema":
-        label += f", {target.replace('_', ' ')} target"
-    sets = cfg.mask.options.get("sets_per_image", 1)
-    if sets > 1:
-        label += f", {sets} mask sets"
-    return label
 
 
 def _budget(run: Run) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The run directory: its one reader (``Run``), its one writer's policy (``RunDirectory``: new, resume,
-auto-resume, force, the lock, the run files), checkpoints and the metrics log.
+auto-resume, force, the lock, the run files), checkpoints, the metrics log and how tables name what a run
+trained (``method_label``).
 
 Training writes a run directory; evaluation, tables and figures read it through
 ``Run``. Nothing here imports ``train``, ``eval`` or ``methods``. Every file is written through
@@ -11,6 +12,7 @@ from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_histor
                                    save_checkpoint)
 from pjepa.runs.device import resolve_device
 from pjepa.runs.directory import RunDirectory, Start
+from pjepa.runs.labels import method_label
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
@@ -34,6 +36,7 @@ __all__ = [
     "legacy_precision",
     "load_checkpoint",
     "load_weights_into",
+    "method_label",
     "read_metrics",
     "resolve_device",
     "save_checkpoint",

@@ -1,4 +1,4 @@
-"""The generative study's models: the embedding VAE, the latent UNet and latent diffusion (pjepa.generative)."""
+"""The generative study's models: the embedding VAE, the latent UNet and latent diffusion (pjepa.studies.generative)."""
 
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch.nn as nn
 
 import pjepa.models.diffusion as diffusion
 from pjepa.errors import ConfigError
-from pjepa.generative.latent_diffusion import LatentDiffusion
-from pjepa.generative.unet import UNet
-from pjepa.generative.vae import EmbeddingVAE, LatentNorm, kl_to_standard_normal, latent_statistics
+from pjepa.studies.generative.latent_diffusion import LatentDiffusion
+from pjepa.studies.generative.unet import UNet
+from pjepa.studies.generative.vae import EmbeddingVAE, LatentNorm, kl_to_standard_normal, latent_statistics
 from pjepa.heads.layers import sinusoidal_embedding
 from pjepa.models.diffusion import DiffusionSchedule
 
