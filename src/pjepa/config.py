@@ -42,6 +42,11 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
     bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
+    # Where the decoded splits live: "memory" (one uint8 tensor per split, per process) or "disk" (decoded
+    # once into a file under cache_dir, each batch's rows read from it: data larger than memory, one copy
+    # shared by all DDP ranks).
+    cache: Literal["memory", "disk"] = "memory"
+    cache_dir: Optional[str] = None  # the disk cache's folder ($VARS and ~ expand); None = $PJEPA_CACHE/decoded
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area range (fraction of the image)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # random-resized-crop aspect range
