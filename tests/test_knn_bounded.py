@@ -4,6 +4,7 @@ unchunked, in place equals a copy, and the chunk sizes are honoured."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -182,3 +183,25 @@ def test_whitened_pixel_knn_of_the_protocol_equals_the_functions(tiny_run, one_t
     assert (r["top1_weighted"], r["top1_majority"]) == (ref["weighted"], ref["majority"])
     assert json.loads((tiny_run / "eval" / "knn_pixels_white.json").read_text())["features"].endswith("exact)")
 
+
+def test_eval_timings_benchmark_times_a_protocol_on_a_copy_of_the_run(tiny_run, tmp_path, capsys, monkeypatch) -> None:
+    """benchmarks/eval_timings.py: one row per protocol, run on a copy (the run's own results untouched)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("eval_timings", ROOT / "benchmarks" / "eval_timings.py")
+    assert spec is not None and spec.loader is not None
+    timings = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eval_timings", timings)  # its dataclass looks its module up there
+    spec.loader.exec_module(timings)
+    before = sorted(p.name for p in (tiny_run / "eval").iterdir()) if (tiny_run / "eval").is_dir() else []
+    assert timings.main([str(tiny_run), "--only", "head", "--threads", "1", "--csv", str(tmp_path / "t.csv"),
+                         "--keep", str(tmp_path / "copy")]) == 0
+    out = capsys.readouterr().out
+    assert "| protocol | seconds | CPU seconds | max RSS MB | threads | processor |" in out and "| `head` |" in out
+    assert (tmp_path / "copy" / tiny_run.name / "eval" / "head.json").is_file()
+    after = sorted(p.name for p in (tiny_run / "eval").iterdir()) if (tiny_run / "eval").is_dir() else []
+    assert after == before
+    rows = (tmp_path / "t.csv").read_text().splitlines()
+    assert rows[0].startswith("protocol,seconds,cpu_seconds,max_rss_mb") and rows[1].startswith("head,")
