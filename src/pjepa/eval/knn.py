@@ -321,7 +321,7 @@ class Whitening:
     """
 
     mean: torch.Tensor  # (F,) float64
-    factor: torch.Tensor | None  # (F, F) float32, lower triangular L (exact); None when low rank
+    factor: torch.Tensor | None  # (F, F) float32, lower triangular L, column-major (exact); None when low rank
     basis: torch.Tensor | None  # (F, r) float32, orthonormal columns (low rank); None when exact
     scale: torch.Tensor | None  # (r,) 1 / sqrt(e + floor * e_max) (low rank)
     tail_scale: float | None  # None when exact
@@ -362,16 +362,17 @@ class Whitening:
             raise ValueError(f"out must be a float32 ({n}, {self.out_features}) tensor, got {out.dtype} "
                              f"{tuple(out.shape)}")
         mean = self.mean.to(x.device, torch.float32)
+        factor = self.factor.to(x.device) if self.factor is not None else None
+        basis = self.basis.to(x.device) if self.basis is not None else None
         for start in range(0, n, chunk_size):
             c = x[start : start + chunk_size].to(torch.float32) - mean  # (n, F): a new tensor, never a view of x
             rows = slice(start, start + c.shape[0])
-            if self.factor is not None:
+            if factor is not None:
                 # c L^-T: a triangular solve, in place in the centred chunk
-                torch.linalg.solve_triangular(self.factor.to(x.device).T, c, upper=True, left=False, out=c)
+                torch.linalg.solve_triangular(factor.T, c, upper=True, left=False, out=c)
                 out[rows] = c
             else:
-                assert self.basis is not None and self.scale is not None and self.tail_scale is not None
-                basis = self.basis.to(x.device)
+                assert basis is not None and self.scale is not None and self.tail_scale is not None
                 z = c @ basis  # (n, r)
                 r = z.shape[1]
                 out[rows, r:] = (c - z @ basis.T) * self.tail_scale
@@ -459,7 +460,9 @@ def fit_whitening(bank: torch.Tensor, floor: float = WHITEN_FLOOR, max_rank: int
     mean /= n
     if f <= max_rank:
         cov = _covariance(bank, mean, chunk_size)
-        if not bool(torch.isfinite(cov).all()):
+        # a nan or inf feature reaches its own variance: the diagonal tells (isfinite on the whole matrix
+        # would allocate two more F x F temporaries)
+        if not bool(torch.isfinite(cov.diagonal()).all()):
             raise ConfigError("the bank's features hold non-finite values (inf or nan): they cannot be whitened; "
                               "rate a checkpoint whose training loss was finite")
         e_max = _largest_eigenvalue(cov, seed)
@@ -467,8 +470,11 @@ def fit_whitening(bank: torch.Tensor, floor: float = WHITEN_FLOOR, max_rank: int
             raise ConfigError("every bank feature vector is the same (a collapsed encoder?): whitening needs some "
                               "variance; rate these features without --whiten")
         cov.diagonal().add_(floor * e_max)  # C + floor * e_max * I: positive definite, so Cholesky cannot fail
-        torch.linalg.cholesky(cov, out=cov)  # in place: no second F x F matrix
-        return Whitening(mean, cov, None, None, None, 0.0)
+        # Factorised in place through the column-major view of the symmetric matrix (the layout LAPACK works
+        # in: a row-major one would be copied first, a second F x F matrix): ``factor`` is that view, L.
+        factor = cov.T
+        torch.linalg.cholesky(factor, out=factor)
+        return Whitening(mean, factor, None, None, None, 0.0)
     rank = min(max_rank, WHITEN_LOW_RANK)
     # Randomized SVD of the centred bank (Halko et al. 2011), 64 extra columns for accuracy of the last ones.
     with torch.random.fork_rng(devices=[]):
