@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from pjepa.data.base import ImageDataset
 from pjepa.data.decode import PROGRESS_MIN, EncodedImages, deferred_decoding
 from pjepa.data.diskimages import DiskImages
 from pjepa.data.download import cache_root
+from pjepa.atomic import atomic_write_text
 from pjepa.errors import DataError
 
 try:
@@ -162,9 +162,7 @@ def _sealed(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest.json`` (sealed with its checksum) atomically: a temporary file renamed onto it."""
-    tmp = folder / f"manifest.json.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.write_text(json.dumps(_sealed(manifest), indent=1) + "\n")
-    os.replace(tmp, folder / "manifest.json")
+    atomic_write_text(folder / "manifest.json", json.dumps(_sealed(manifest), indent=1) + "\n")
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
