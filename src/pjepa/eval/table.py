@@ -43,9 +43,7 @@ from pjepa.config import Config, config_to_dict
 from pjepa.errors import PJepaError
 from pjepa.eval.protocols import BASELINES, Baseline, rated_columns, result_files, table_columns
 from pjepa.eval.stats import ALPHA, holm, welch_from_stats
-from pjepa.methods import METHODS, capabilities
-from pjepa.registry import Registry
-from pjepa.regularisers import REGULARISERS
+from pjepa.methods import METHODS, capabilities, method_label
 from pjepa.runs import Run, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
@@ -100,30 +98,6 @@ def resolved_precision(run: Run) -> str:
     if record is not None:
         return str(record["name"])
     return "fp32" if str(run.info.get("device", "cpu")).startswith("cpu") else run.config.train.precision
-
-
-def _label(registry: Registry, name: str) -> tuple[str, bool]:
-    """(how tables name plug-in ``name``: its declared ``label`` or its name, whether it is ``active``); a
-    name no longer registered (a run of an older pjepa) shows as written."""
-    plugin = registry.get(name) if name in registry else None
-    return getattr(plugin, "label", "") or name, bool(getattr(plugin, "active", True))
-
-
-def method_label(cfg: Config) -> str:
-    """What a row trained, in words: the method, its regulariser and level, and the choices that change
-    what is learned ("I-JEPA + SIGReg (image), online target, 2 mask sets")."""
-    label, _ = _label(METHODS, cfg.method.name)
-    reg, active = _label(REGULARISERS, cfg.reg.name)
-    if active:
-        level = cfg.reg.options.get("level")
-        label += f" + {reg}" + (f" ({level})" if level else "")
-    target = cfg.method.options.get("target", "ema")
-    if target != "ema":
-        label += f", {target.replace('_', ' ')} target"
-    sets = cfg.mask.options.get("sets_per_image", 1)
-    if sets > 1:
-        label += f", {sets} mask sets"
-    return label
 
 
 def _budget(run: Run) -> dict[str, Any]:

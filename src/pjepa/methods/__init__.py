@@ -5,11 +5,12 @@ this package is imported at the end of this file, so a new method is one new fil
 """
 
 from pjepa.methods.base import Batch, Capabilities, HeadMonitor, Method, Monitors, StepOutput
+from pjepa.methods.labels import method_label
 from pjepa.methods.registry import METHODS
 from pjepa.registry import import_modules
 
 __all__ = ["METHODS", "Batch", "Capabilities", "HeadMonitor", "Method", "Monitors", "StepOutput", "build_method",
-           "capabilities"]
+           "capabilities", "method_label"]
 
 
 def capabilities(cfg) -> Capabilities:

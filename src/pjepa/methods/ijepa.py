@@ -63,16 +63,18 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, erank, torch.full_like(erank, float("nan")))
 
 
-def step_metrics(y: torch.Tensor, z: torch.Tensor, tgt_idx: torch.Tensor, diagnostics: bool) -> Metrics:
-    """The mask counts and collapse monitors every JEPA step logs: y (T_rows, M*Nt, D) targets,
-    z (T_rows, Nc, D) context tokens, tgt_idx (T_rows, M, Nt)."""
+def step_metrics(y: torch.Tensor | None, z: torch.Tensor, tgt_idx: torch.Tensor, diagnostics: bool) -> Metrics:
+    """The mask counts and collapse monitors every masked-prediction step logs: y (T_rows, M*Nt, D) targets
+    (None for a method without target embeddings, MAE: no target monitors), z (T_rows, Nc, D) context
+    tokens, tgt_idx (T_rows, M, Nt)."""
     metrics: Metrics = {"mask/num_context": float(z.shape[1]),
                         "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2])}
-    # Collapse monitor: std across the batch of each row's mean target (before any batch statistics).
-    metrics["collapse/target_std"] = y.detach().float().mean(dim=1).std(dim=0).mean()
+    if y is not None:
+        # Collapse monitor: std across the batch of each row's mean target (before any batch statistics).
+        metrics["collapse/target_std"] = y.detach().float().mean(dim=1).std(dim=0).mean()
     # The same for the student: what an image-level regulariser acts on.
     metrics["collapse/context_std"] = z.detach().float().mean(dim=1).std(dim=0).mean()
-    if diagnostics:
+    if diagnostics and y is not None:
         metrics["collapse/target_erank"] = effective_rank(y.flatten(0, 1).detach())
     return metrics
 

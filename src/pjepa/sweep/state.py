@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step, read_metrics
+from pjepa.atomic import atomic_write_json
+from pjepa.runs import Run, checkpoint_path, checkpoint_step, read_metrics
 from pjepa.runs.checkpoint import MODEL_FILE
 
 DONE_FILE = "sweep_done.json"
@@ -129,7 +130,7 @@ def mark_done(run_dir: Path) -> None:
     if step is None:
         return
     body = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_bytes(run_dir / DONE_FILE, (json.dumps(body) + "\n").encode())
+    atomic_write_json(run_dir / DONE_FILE, body, indent=None)
 
 
 def eval_current(run_dir: Path, name: str) -> bool:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from pjepa.atomic import atomic_path
 from pjepa.errors import ConfigError
 from pjepa.methods import capabilities
 
@@ -45,9 +45,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DEFAULT_DPI, also: Sequen
         fmt = target.suffix.lstrip(".")
         if fmt not in FORMATS:
             raise ValueError(f"figure format {fmt!r}: choose one of {', '.join(FORMATS)}")
-        tmp = target.with_name(f".{target.name}.tmp")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
     pyplot().close(fig)
     return path
 

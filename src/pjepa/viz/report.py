@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pjepa.atomic import atomic_write_text
 from pjepa.errors import ConfigError, PJepaError
 from pjepa.eval.protocols import Protocol, protocols_in_order, table_columns
 from pjepa.eval.table import cell, expand_run_dirs, noise_metric, noise_rule, table_rows
 from pjepa.runs import Run
-from pjepa.runs.state_io import atomic_write_bytes
 from pjepa.viz.common import DEFAULT_DPI, run_label, run_name, save_figure
 from pjepa.viz.figures import FIGURES
 from pjepa.viz.tensorboard import write_tensorboard
@@ -208,7 +208,7 @@ def write_study_report(study: str | Path, title: str | None = None) -> Path:
     study = Path(study)
     title = title or f"pjepa generative study: {study.name}"
     path = study / "report.html"
-    atomic_write_bytes(path, _page(title, [f"<h1>{html.escape(title)}</h1>", study_section(study)]).encode())
+    atomic_write_text(path, _page(title, [f"<h1>{html.escape(title)}</h1>", study_section(study)]))
     return path
 
 
@@ -283,5 +283,5 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         parts += _runs_parts(runs, out / "figures", log, tensorboard, formats, dpi)
     parts += [study_section(st) for st in studies]
     path = out / "index.html"
-    atomic_write_bytes(path, _page(title, parts).encode())
+    atomic_write_text(path, _page(title, parts))
     return path, log

@@ -120,22 +120,29 @@ def evaluate_knn(
         if feats is None:
             feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         which = encoder
-    whitening = fit_whitening(feats[0]) if whiten else None
-    if whitening is not None:
-        feats = [whitening(f) for f in feats]
-    votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
-                         k=cfg.eval.k, temperature=cfg.eval.temperature)
+    num_classes, bank_split, query_split = bank.num_classes, bank.split, queries.split
+    n_train, n_eval = int(xb.shape[0]), int(xq.shape[0])
+    del splits, bank, queries, xb, xq  # the images (0.7 GB for Tiny ImageNet) are not needed past the features
+    features = "raw"
+    if whiten:
+        whitening = fit_whitening(feats[0])
+        # in place where it can (the features are this function's own): no second copy of the bank
+        feats = [whitening(f, out=f if whitening.exact and f.dtype == torch.float32 else None) for f in feats]
+        features = (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
+                    f"{whitening.describe()})")
+        del whitening  # its F x F factor is not needed for the neighbours
+    votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), num_classes,
+                         k=cfg.eval.k, temperature=cfg.eval.temperature, in_place=True)
     result = {
         "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
         "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
         "encoder": which, "source": source.describe(run), "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
-        "features": (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
-                     f"{whitening.describe()})") if whitening is not None else "raw",
+        "features": features,
         "feature_precision": precision_name(feature_amp(run, dev)) if which != "pixels" else None,
-        "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
-        "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
+        "dataset": d.name, "split": query_split, "bank_split": bank_split, "val_fraction": d.val_fraction,
+        "n_train": n_train, "n_eval": n_eval, "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }
     if split == "val":  # the number choices read: say which split it really is
