@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pjepa.runs.precision import cpu_model, resolve_precision
+from pjepa.train.precision import cpu_model, resolve_precision
 from pjepa.train.bench import bench_config, budget_steps, run_bench
 
 COLUMNS = ["name", "config", "overrides", "processor", "threads", "precision", "ms_per_step", "minutes", "steps",

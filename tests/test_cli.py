@@ -173,3 +173,15 @@ def test_a_read_only_output_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", read_only)
     with pytest.raises(CheckpointError, match="is not writable \\(Read-only file system\\)"):
         writable_dir(tmp_path, "report folder (--out)")
+
+
+def test_every_parser_records_what_argparse_holds():
+    """The "did you mean" messages read the options and subcommands ``Parser`` records as they are added;
+    an option added past the records (a group, a mutually exclusive group) would never be suggested."""
+    pages = [build_parser()]
+    while pages:
+        p = pages.pop()
+        assert list(p.options) == list(p._option_string_actions), p.prog
+        subs = _subparsers(p)
+        assert (p.subcommands is None) == (not subs) and all(p.subcommands is s for s in subs), p.prog
+        pages += list(p.subcommands.choices.values()) if p.subcommands else []

@@ -186,7 +186,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
     still holds the first one, complete, and no temporary folder is left."""
     import errno
 
-    import pjepa.runs.state_io as state_io
+    import pjepa.atomic as atomic
 
     calls = {"saves": 0}
     real_fdopen = os.fdopen
@@ -201,7 +201,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return f
 
-    monkeypatch.setattr(state_io.os, "fdopen", fdopen)
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"cannot write .*model.safetensors.*No space left on device"):
         train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)
@@ -406,3 +406,44 @@ def test_a_state_tree_that_is_not_a_training_state_is_named_on_resume(tmp_path):
     r = run_cli("train", "--resume", str(run), "train.max_steps=4")
     assert r.returncode == 2 and "does not hold a pjepa training state (KeyError" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_full_disk_under_tensorboard_is_a_named_error_and_the_run_resumes(tmp_path, monkeypatch, capfd, one_thread):
+    """TensorBoard writes from its own thread; when its event file meets a full disk, training ends with a
+    CheckpointError naming RUN/tb (no raw traceback from the thread), the checkpoint written before is intact
+    and ``--resume`` finishes the run."""
+    import errno
+
+    from tensorboard.summary.writer import record_writer
+
+    real_write, full = record_writer.RecordWriter.write, {"on": False}
+
+    def write(self, data):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    import pjepa.train.loop as loop
+
+    real_save = loop.Trainer._save
+
+    def save(self, *a, **k):  # the disk fills up right after the first checkpoint
+        out = real_save(self, *a, **k)
+        full["on"] = True
+        return out
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    monkeypatch.setattr(loop.Trainer, "_save", save)
+    run = tmp_path / "run"
+    cfg = load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=2",
+                                      "train.max_steps=12"])
+    with pytest.raises(CheckpointError, match=r"cannot write TensorBoard events to .*tb: No space left"):
+        train(cfg, run)
+    assert "Traceback" not in capfd.readouterr().err
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 4
+    full["on"] = False
+    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    train(cfg, run, resume=True)
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 12

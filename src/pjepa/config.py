@@ -42,6 +42,11 @@ class DataConfig:
     val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
     bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
+    # Where the decoded splits live: "memory" (one uint8 tensor per split, per process) or "disk" (decoded
+    # once into a file under cache_dir, each batch's rows read from it: data larger than memory, one copy
+    # shared by all DDP ranks).
+    cache: Literal["memory", "disk"] = "memory"
+    cache_dir: Optional[str] = None  # the disk cache's folder ($VARS and ~ expand); None = $PJEPA_CACHE/decoded
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area range (fraction of the image)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # random-resized-crop aspect range
@@ -153,7 +158,7 @@ class TrainConfig:
     ema: tuple[float, float] = (0.998, 1.0)  # the EMA teacher's momentum, [start, end] over the run
     ema_schedule: Literal["cosine", "linear"] = "cosine"
     # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
-    # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
+    # clearly faster (pjepa.train.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -300,27 +305,33 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass ``cls`` from a (partial) mapping; unknown keys are errors."""
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "", what: str = "config",
+                    moved: collections.abc.Mapping[str, str] | None = None) -> Any:
+    """Dataclass ``cls`` (a schema of nested dataclasses) from a partial mapping, values coerced to the fields' types.
+
+    An unknown key is a ConfigError naming it ("unknown {what} key ...") and listing the valid keys of its
+    section; a key in ``moved`` (full dotted name -> its new name) says where it went. Any schema in this form
+    builds here: ``Config`` (``build_config``) and the generative study's options.
+    """
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or what} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{prefix + '.' if prefix else ''}{unknown[0]!s}"
-        if key in MOVED_KEYS:
-            raise ConfigError(f"config key {key} moved to {MOVED_KEYS[key]}; write {MOVED_KEYS[key]}=... instead")
+        if moved and key in moved:
+            raise ConfigError(f"{what} key {key} moved to {moved[key]}; write {moved[key]}=... instead")
         where = prefix or "the top level"
-        raise ConfigError(f"unknown config key {key} (valid keys at {where}: {', '.join(names)})")
+        raise ConfigError(f"unknown {what} key {key} (valid keys at {where}: {', '.join(names)})")
     kwargs = {}
     for name in names:
         if name not in data:
             continue
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], key)
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = build_dataclass(tp, data[name], key, what, moved)
         else:
             kwargs[name] = coerce(data[name], tp, key)
     return cls(**kwargs)
@@ -507,15 +518,15 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None
     """
     # migrated after the overrides: `head.options.objective=flow_matching` on a flow preset still means flow matching
     merged = migrate_head(merge(data or {}, parse_overrides(overrides or [])))
-    return _build(Config, merged, "")
+    return build_dataclass(Config, merged, moved=MOVED_KEYS)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     return build_config(load_yaml(path) if path is not None else {}, overrides)
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for YAML/JSON dumps."""
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) of a schema dataclass (``Config`` or another), for YAML/JSON dumps."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):

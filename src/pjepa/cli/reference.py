@@ -10,7 +10,6 @@ rewrites both pages; a test fails when the committed pages differ from what the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import os
@@ -20,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from pjepa.cli.parser import Parser
 from pjepa.config import Config
 
 #: argparse wraps help to the terminal: a fixed width makes the page the same everywhere.
@@ -113,11 +113,9 @@ def config_reference() -> str:
     return "\n".join(head + body + _plugins()).rstrip() + "\n"
 
 
-def _walk(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.ArgumentParser]]:
-    from pjepa.cli.main import _subparsers
-
+def _walk(parser: Parser, name: str) -> list[tuple[str, Parser]]:
     out = [(name, parser)]
-    subs = _subparsers(parser)
+    subs = parser.subcommands
     for sub_name, sub in (subs.choices.items() if subs else []):
         out += _walk(sub, f"{name} {sub_name}")
     return out

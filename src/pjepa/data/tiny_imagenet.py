@@ -24,6 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
+from pjepa.atomic import atomic_path
 from pjepa.data.base import ImageDataset
 from pjepa.data.download import cache_root, download
 from pjepa.data.files import folder_summary, inside, read_text
@@ -116,10 +117,8 @@ def parquet_to_npz(parquet: Path, out: Path, split: str, num_classes: int = NUM_
         "class_names": np.asarray(names),
         "wnids": np.asarray(names),
     }
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as fh:
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
         np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stubs match **kwds against allow_pickle
-    os.replace(tmp, out)
     return out
 
 

@@ -69,7 +69,7 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
     opt = torch.optim.AdamW(model.param_groups(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     per_epoch = max(len(bank) // recipe.batch_size, 1)
     total, warmup = recipe.epochs * per_epoch, int(recipe.warmup_fraction * recipe.epochs * per_epoch)
-    images, labels = bank.images.to(device), bank.labels.to(device)
+    images, labels = bank.images_on(device), bank.labels.to(device)  # from the disk cache: read per batch
     aug, order_gen = torch.Generator(device=device), torch.Generator()
     best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)  # (val top-1, epoch, weights)
     history = []
@@ -80,7 +80,7 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
             order = torch.randperm(len(bank), generator=order_gen.manual_seed(stream_seed(seed, epoch, 0, "ft-order")))
         idx = order[pos * recipe.batch_size : (pos + 1) * recipe.batch_size].to(device)
         aug.manual_seed(stream_seed(seed, step, 0, "ft-augment"))
-        x = random_resized_crop_flip(images[idx], cfg.data.image_size, mean, std, scale=recipe.crop_scale,
+        x = random_resized_crop_flip(images[idx].to(device), cfg.data.image_size, mean, std, scale=recipe.crop_scale,
                                      ratio=cfg.data.crop_ratio, flip_p=0.5, generator=aug)
         lr = learning_rate(step, total, recipe.lr, warmup, recipe.min_lr)
         for group in opt.param_groups:

@@ -16,12 +16,12 @@ evaluated on the same device type, in fp32 otherwise and for runs older than ``t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from pjepa.atomic import atomic_path
 from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
@@ -128,9 +128,8 @@ def split_features(run: Run, source: Source, device: torch.device, layers: int =
                                   amp, progress=progress, desc=f"features ({k})", layers=layers), ds.labels)
              for k, ds in data.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(feats, tmp)
     return feats, step
 
 

@@ -7,7 +7,8 @@
 - ``FiLM`` (Perez et al. 2018): feature-wise scale and shift computed from the
   trunk's conditioning vector; initialised near the identity (small weights,
   zero bias) so a head starts almost unconditioned yet gradients reach ``h``.
-- ``sinusoidal_embedding``: the Transformer / DDPM timestep embedding.
+- ``sinusoidal_embedding``: the Transformer / DDPM timestep embedding (defined in
+  ``pjepa.models.diffusion``, which the generative study shares).
 - ``ResidualMLPBlock``: pre-norm residual MLP with FiLM, the denoiser /
   velocity-field body of the diffusion and flow-matching heads.
 - ``base_draws``: the rows a transport head (RealNVP flow, flow matching) maps
@@ -16,12 +17,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pjepa.models.diffusion import sinusoidal_embedding  # noqa: F401  (the heads' timestep embedding)
 
 
 class ActNorm(nn.Module):
@@ -86,22 +87,6 @@ class FiLM(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.proj(c).chunk(2, dim=-1)
         return x * (1 + gamma) + beta
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """(...,) timesteps (integer DDPM steps or continuous times) -> (..., dim).
-
-    Vaswani et al. 2017 / Ho et al. 2020: cos/sin of t at geometrically spaced
-    frequencies 1 .. 1/max_period. Continuous t in [0, 1] should be scaled up
-    (e.g. by 1000) by the caller so the fast frequencies resolve it.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float().unsqueeze(-1) * freqs  # (..., half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
 
 
 class ResidualMLPBlock(nn.Module):

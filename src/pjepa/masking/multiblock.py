@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pjepa.errors import ConfigError
+from pjepa.masking.registry import MASKS
 
 Size = tuple[int, int]  # (rows, cols)
 
@@ -180,6 +181,7 @@ def _int(name: str, value: int, low: int) -> int:
 # ---------------------------------------------------------------- the sampler
 
 
+@MASKS.register("multiblock")
 class MultiBlockMaskSampler:
     """I-JEPA multi-block mask sampler over an ``H x W`` patch grid.
 

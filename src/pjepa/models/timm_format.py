@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +40,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from pjepa.atomic import atomic_path
 from pjepa.errors import WeightsError
 from pjepa.models.vit import Block, VisionTransformer
 
@@ -194,15 +193,6 @@ def _json_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_timm_state(state: dict[str, torch.Tensor], arch: dict[str, Any], path: str | Path) -> Path:
     """Write timm-form ``state`` to ``path`` (safetensors: CPU, contiguous, own storage) and ``arch`` to
     ``path.with_suffix('.json')``. Returns ``path``."""
@@ -210,8 +200,10 @@ def save_timm_state(state: dict[str, torch.Tensor], arch: dict[str, Any], path: 
     json_path = _json_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "layout": FORMAT}))
-    _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(arch, indent=2) + "\n"))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "layout": FORMAT})
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(arch, indent=2) + "\n")
     return path
 
 

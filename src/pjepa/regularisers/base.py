@@ -46,8 +46,10 @@ class Regulariser(nn.Module, ABC):
     adding or switching one never changes a checkpoint's keys.
     """
 
-    #: False for ``none``: the method can skip the call.
+    #: False for ``none``: the method can skip the call (and tables name no regulariser).
     active: bool = True
+    #: How tables name the regulariser ("VICReg"); empty: its registered name.
+    label: str = ""
 
     @abstractmethod
     def forward(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

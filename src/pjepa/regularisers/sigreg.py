@@ -85,6 +85,7 @@ class SIGReg(Regulariser):
     t: torch.Tensor  # buffers: the quadrature of the Epps-Pulley statistic
     phi: torch.Tensor
     weights: torch.Tensor
+    label = "SIGReg"
 
     def __init__(self, weight: float = 0.05, num_slices: int = 256, knots: int = 17, t_max: float = 3.0,
                  level: str = "image") -> None:

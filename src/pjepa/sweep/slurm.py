@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pjepa.atomic import atomic_write_bytes
 from pjepa.errors import ConfigError
-from pjepa.runs import atomic_write_bytes
 from pjepa.sweep.runner import Children, PointJob, run_point
 
 CLUSTERS = ("slurm", "local")

@@ -1,4 +1,4 @@
-"""The generative study's models: the embedding VAE, the latent UNet and latent diffusion (pjepa.generative)."""
+"""The generative study's models: the embedding VAE, the latent UNet and latent diffusion (pjepa.studies.generative)."""
 
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch.nn as nn
 
 import pjepa.models.diffusion as diffusion
 from pjepa.errors import ConfigError
-from pjepa.generative.latent_diffusion import LatentDiffusion
-from pjepa.generative.unet import UNet
-from pjepa.generative.vae import EmbeddingVAE, LatentNorm, kl_to_standard_normal, latent_statistics
+from pjepa.studies.generative.latent_diffusion import LatentDiffusion
+from pjepa.studies.generative.unet import UNet
+from pjepa.studies.generative.vae import EmbeddingVAE, LatentNorm, kl_to_standard_normal, latent_statistics
 from pjepa.heads.layers import sinusoidal_embedding
 from pjepa.models.diffusion import DiffusionSchedule
 
@@ -147,7 +147,8 @@ def test_unet_is_conditioned_on_time_and_label():
     assert not torch.allclose(by_t[0], by_t[1], atol=1e-4)
     by_label = unet(x, torch.tensor([10, 10]), torch.tensor([1, unet.null_label]))
     assert not torch.allclose(by_label[0], by_label[1], atol=1e-4)
-    torch.testing.assert_close(unet(x[:1], torch.tensor([10])), by_label[1:])  # no labels = the null label
+    # no labels = the null label; batch 1 against batch 2 may take other GEMM kernels (1e-5 apart on some CPUs)
+    torch.testing.assert_close(unet(x[:1], torch.tensor([10])), by_label[1:], atol=1e-4, rtol=1e-4)
     with pytest.raises(ConfigError, match="num_classes=0"):
         small_unet(7)(x, torch.tensor([1, 1]), torch.tensor([0, 0]))
 

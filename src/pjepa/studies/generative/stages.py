@@ -1,11 +1,13 @@
 """Resumable stages: each writes its outputs atomically, then a done marker; a rerun skips what is done.
 
-A stage is done when ``FOLDER/done/<stage>.json`` exists, every output it declared exists, and the marker's
-``key`` equals the stage's current key: a hash of its options and of the ``id`` of every marker it
-depends on. A stage that runs gets a fresh ``id``, so everything downstream of it runs again too; a
-changed option (``sample.n=...``) reruns that stage and what depends on it, nothing upstream. The marker
-is written last, so a stage interrupted half-way has none and runs again (stages that can resume, such
-as token extraction, continue where they stopped).
+A stage (``Stage``) is declared once: its name, the options its key hashes, the stages it depends on, the
+files it writes and the plain function that writes them; ``run_stages`` runs a tuple of them in the declared
+order. A stage is done when ``FOLDER/done/<stage>.json`` exists, every output it declared exists, and the
+marker's ``key`` equals the stage's current key: a hash of its options and of the ``id`` of every marker it
+depends on. A stage that runs gets a fresh ``id``, so everything downstream of it runs again too; a changed
+option (``sample.n=...``) reruns that stage and what depends on it, nothing upstream. The marker is written
+last, so a stage interrupted half-way has none and runs again (stages that can resume, such as token
+extraction, continue where they stopped).
 
 Markers also hold each stage's wall time; ``timings.json`` is collected from them, so a rerun that skips
 every stage rewrites it byte for byte.
@@ -18,9 +20,14 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
 
 from pjepa.runs import atomic_write_bytes
 
@@ -37,6 +44,16 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``tensors`` (moved to the CPU) as one safetensors file, atomically (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save_safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_safetensors_bytes(path.read_bytes())
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -45,7 +62,7 @@ def _remove(path: Path) -> None:
 
 
 class Stages:
-    """The stages of one folder (a run's, or the shared one); ``label`` starts every printed line."""
+    """The markers of one folder (a run's, or the shared one); ``label`` starts every printed line."""
 
     def __init__(self, folder: Path, label: str, echo: Callable[[str], None] = print) -> None:
         self.folder, self.label, self.echo = Path(folder), label, echo
@@ -97,3 +114,29 @@ class Stages:
         path = self.folder / "timings.json"
         write_json(path, {"stages": self.times, "total": round(sum(self.times.values()), 3)})
         return path
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One declared stage. ``options(study, r)``: what its key hashes besides its dependencies; ``deps``: the
+    names of earlier stages whose markers it depends on (of the same tuple, or of ``run_stages``'s ``done``);
+    ``outputs``: the paths it writes, relative to the folder ``run_stages`` is given; ``fn(study, r)`` writes
+    them. ``r`` is the compared run the stage works on (for the shared stages: the first one)."""
+
+    name: str
+    options: Callable[[Any, Any], dict[str, Any]]
+    deps: tuple[str, ...]
+    outputs: tuple[str, ...]
+    fn: Callable[[Any, Any], None]
+
+
+def run_stages(stages: Sequence[Stage], study: Any, r: Any, markers: Stages, base: Path,
+               done: Mapping[str, Marker] | None = None, prefix: str = "") -> dict[str, Marker]:
+    """Run ``stages`` in their declared order into the folder of ``markers`` (skipping what is done), then write
+    its ``timings.json``; returns ``done`` with each stage's marker added under ``prefix + name``."""
+    out = dict(done or {})
+    for s in stages:
+        out[prefix + s.name] = markers.run(s.name, s.options(study, r), [out[d] for d in s.deps],
+                                           [base / p for p in s.outputs], lambda s=s: s.fn(study, r))
+    markers.write_timings()
+    return out

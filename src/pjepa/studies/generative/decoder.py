@@ -6,13 +6,13 @@ adversarial objective in a similar way as [LDM]" (jepa-embeddings-generative-stu
 its section 5.3 / Fig. 10 follows reconstructions of a fixed batch during training, which
 ``train_decoder`` returns). Here:
 
-    loss = |x_hat - x|_1 + perceptual_weight * perceptual(x_hat, x) [+ adversarial_weight * hinge_G]
+    loss = |x_hat - x|_1 + perceptual_weight * perceptual(x_hat, x)
 
 in the run's normalised image space. ``perceptual`` is LPIPS with unit weights (Zhang et al. 2018):
 feature maps of a separately trained ``SmallVGG`` (role "perceptual", never the metric's
-``SmallResNet``: see ``pjepa.generative.classifier``) unit-normalised over channels, squared
-distances summed over channels, averaged over positions and then over depths. The adversarial
-term (off by default) is a PatchGAN discriminator with the hinge loss, as LDM's autoencoder uses.
+``SmallResNet``: see ``classifier``) unit-normalised over channels, squared distances summed over
+channels, averaged over positions and then over depths. The document's adversarial term (LDM's PatchGAN
+discriminator) is not part of this decoder: no preset turned it on, so it was removed.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from pjepa.data import resize_normalize
 from pjepa.errors import ConfigError
-from pjepa.generative.classifier import SmallClassifier, SmallVGG
 from pjepa.runs import resolve_device
+from pjepa.studies.generative.classifier import SmallClassifier, SmallVGG
 
 
 def _groups(channels: int) -> int:
@@ -139,27 +138,6 @@ def decoder_loss(recon: torch.Tensor, target: torch.Tensor, vgg: SmallVGG, mean:
     return l1 + perceptual_weight * perc, {"l1": l1.detach(), "perceptual": perc.detach()}
 
 
-class PatchDiscriminator(nn.Module):
-    """PatchGAN (Isola et al. 2017): strided 4x4 convs to a map of real/fake logits, one per image patch."""
-
-    def __init__(self, width: int = 32, layers: int = 2) -> None:
-        super().__init__()
-        seq: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2)]
-        ch = width
-        for _ in range(1, layers):
-            seq += [nn.Conv2d(ch, 2 * ch, 4, 2, 1), nn.GroupNorm(_groups(2 * ch), 2 * ch), nn.LeakyReLU(0.2)]
-            ch *= 2
-        self.net = nn.Sequential(*seq, nn.Conv2d(ch, 1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # (B, 1, h, w)
-
-
-def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Hinge loss of the discriminator: E[relu(1 - D(x))] + E[relu(1 + D(x_hat))]."""
-    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-
-
 @dataclass
 class DecoderHistory:
     """What ``train_decoder`` returns: losses every ``log_every`` steps and the fixed batch's reconstructions.
@@ -200,38 +178,21 @@ class _Trainer:
 
     decoder: PixelDecoder
     vgg: SmallVGG
-    disc: PatchDiscriminator | None
     opt: torch.optim.Optimizer
-    disc_opt: torch.optim.Optimizer | None
     mean: torch.Tensor
     std: torch.Tensor
     perceptual_weight: float
-    adversarial_weight: float
-    adversarial_start: int
 
     def batch(self, maps: torch.Tensor, images: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.mean.device
         x = resize_normalize(images[idx].to(dev), self.decoder.image_size, self.mean, self.std)
         return maps[idx].to(dev, torch.float32), x
 
-    def step(self, z: torch.Tensor, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
-        recon = self.decoder(z)
-        loss, parts = decoder_loss(recon, x, self.vgg, self.mean, self.std, self.perceptual_weight)
-        disc = self.disc if step >= self.adversarial_start else None
-        if disc is not None:
-            parts["adversarial"] = -disc(recon).mean()
-            loss = loss + self.adversarial_weight * parts["adversarial"]
+    def step(self, z: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss, parts = decoder_loss(self.decoder(z), x, self.vgg, self.mean, self.std, self.perceptual_weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        if disc is not None and self.disc_opt is not None:  # the optimiser exists with the discriminator
-            d_loss = hinge_discriminator_loss(disc(x), disc(recon.detach()))
-            self.disc_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.disc_opt.step()
-            parts["adversarial"], parts["discriminator"] = parts["adversarial"].detach(), d_loss.detach()
-        elif self.disc is not None:  # before adversarial_start: keep every loss list as long as ``steps``
-            parts["adversarial"] = parts["discriminator"] = torch.full((), float("nan"))
         return {"loss": loss.detach(), **parts}
 
     @torch.no_grad()
@@ -250,8 +211,6 @@ def train_decoder(
     batch_size: int = 32,
     lr: float = 2e-4,
     perceptual_weight: float = 1.0,
-    adversarial_weight: float = 0.0,
-    adversarial_start: int = 0,
     snapshot_every: int | Sequence[int] = 250,
     snapshot_size: int = 8,
     log_every: int = 10,
@@ -263,8 +222,7 @@ def train_decoder(
     resized to the decoder's size and normalised with (``mean``, ``std``) (the run's statistics).
 
     Batches are drawn with replacement from a ``seed``-ed generator; Adam (betas 0.5, 0.9, as LDM's
-    autoencoder). ``vgg``: the perceptual SmallVGG, frozen here. ``adversarial_weight`` > 0 adds a
-    PatchGAN from step ``adversarial_start``. A fixed batch of ``snapshot_size`` pairs is reconstructed
+    autoencoder). ``vgg``: the perceptual SmallVGG, frozen here. A fixed batch of ``snapshot_size`` pairs is reconstructed
     every ``snapshot_every`` steps (an int; also after the last step) or at the listed steps.
     """
     _check_pairs(decoder, maps, images)
@@ -273,17 +231,15 @@ def train_decoder(
     dev = resolve_device(device)
     vgg = check_perceptual(vgg).to(dev).eval().requires_grad_(False)
     decoder.to(dev).train()
-    disc = PatchDiscriminator().to(dev) if adversarial_weight > 0 else None
-    t = _Trainer(decoder, vgg, disc, torch.optim.Adam(decoder.parameters(), lr=lr, betas=(0.5, 0.9)),
-                 torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc is not None else None,
+    t = _Trainer(decoder, vgg, torch.optim.Adam(decoder.parameters(), lr=lr, betas=(0.5, 0.9)),
                  torch.as_tensor(mean, dtype=torch.float32, device=dev), torch.as_tensor(std, dtype=torch.float32, device=dev),
-                 perceptual_weight, adversarial_weight, adversarial_start)
+                 perceptual_weight)
     g = torch.Generator().manual_seed(seed)
     fixed_z, fixed_x = t.batch(maps, images, torch.randperm(maps.shape[0], generator=g)[:snapshot_size])
     hist = DecoderHistory(targets=to_uint8(fixed_x, t.mean.cpu(), t.std.cpu()))
     bar = tqdm(range(1, steps + 1), desc="decoder", disable=not progress)
     for step in bar:
-        parts = t.step(*t.batch(maps, images, torch.randint(maps.shape[0], (batch_size,), generator=g)), step)
+        parts = t.step(*t.batch(maps, images, torch.randint(maps.shape[0], (batch_size,), generator=g)))
         if step % log_every == 0 or step == steps:
             hist.steps.append(step)
             for k, v in parts.items():

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pjepa.generative.stages import read_json, write_json
-from pjepa.generative.study_config import StudyConfig
 from pjepa.runs import atomic_write_bytes
+from pjepa.studies.generative.config import StudyConfig
+from pjepa.studies.generative.stages import read_json, write_json
 
 #: Generation modes, and how the table names them.
 MODES = {"uncond": "unconditional", "cond": "class-conditional"}

@@ -1,4 +1,4 @@
-"""Image grids as PNG files, with PIL only (no matplotlib in ``pjepa.generative``).
+"""Image grids as PNG files, with PIL only (no matplotlib in the generative study).
 
 A grid is rows of uint8 (n, 3, H, W) images, each row left-aligned, ``pad`` white pixels between and
 around the cells: a grid of R rows and C columns of H x W images is (C (W + pad) + pad) pixels wide and

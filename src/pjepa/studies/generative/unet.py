@@ -48,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pjepa.errors import ConfigError
-from pjepa.heads.layers import sinusoidal_embedding
+from pjepa.models.diffusion import sinusoidal_embedding
 
 #: A backbone of the document's size (4 levels, 38.3 M parameters at 16 channels; module docstring).
 DOCUMENT_UNET = {"base_channels": 128, "channel_mults": (1, 2, 2, 2), "num_res_blocks": 2, "attention": True}

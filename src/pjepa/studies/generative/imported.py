@@ -21,13 +21,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pjepa.api import encoder_architecture
 from pjepa.checks import check_config
 from pjepa.config import build_config, dump_config, load_yaml, merge
 from pjepa.errors import ConfigError
-from pjepa.methods import build_method
-from pjepa.models.timm_format import read_architecture
+from pjepa.methods.load import build_run_method
 from pjepa.runs import atomic_write_bytes, save_checkpoint
-from pjepa.utils import seed_everything
 
 ENCODER_FILE = "encoder.safetensors"
 #: The channel statistics official I-JEPA and MAE checkpoints were trained with.
@@ -44,7 +43,7 @@ def imported_config(folder: Path) -> dict:
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"{folder} holds {ENCODER_FILE} but no config.yaml: add a pjepa config naming the data "
                           "(data.name, data.path, data.image_size) and method.name (README: Generative study)")
-    arch = read_architecture(folder / ENCODER_FILE)
+    arch = encoder_architecture(folder / ENCODER_FILE)
     raw = load_yaml(folder / "config.yaml")
     size = raw.get("data", {}).get("image_size", arch["img_size"])
     if size != arch["img_size"]:
@@ -62,8 +61,7 @@ def imported_run(folder: str | Path, out: str | Path) -> Path:
     cfg = check_config(build_config(imported_config(folder)), build=False)  # built right below
     stats_path = folder / "data_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.is_file() else IMAGENET_STATS
-    seed_everything(cfg.train.seed)
-    method = build_method(cfg)  # model.init: the file's weights in the context and target encoders
+    method = build_run_method(cfg)  # model.init: the file's weights in the context and target encoders
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "config.yaml", dump_config(cfg).encode())
     atomic_write_bytes(out / "data_stats.json", (json.dumps(stats, indent=2) + "\n").encode())

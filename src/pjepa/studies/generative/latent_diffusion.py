@@ -27,7 +27,7 @@ guidance on eps_hat. Training drops labels to the null label with probability
 The document trains class-conditional models but does not state a guidance
 scale; ``guidance`` defaults to 0 (the conditional model, unguided).
 
-Latents should be unit-scale (``pjepa.generative.vae.LatentNorm``): the
+Latents should be unit-scale (``pjepa.studies.generative.vae.LatentNorm``): the
 schedule's end point abar_T ~ 4e-5 is near N(0, I) only for O(1) data.
 """
 
@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import pjepa.models.diffusion as diffusion
 from pjepa.errors import ConfigError
-from pjepa.models import diffusion
 from pjepa.models.diffusion import PREDICTIONS, DiffusionSchedule, prediction_target, split_prediction
 
 #: The document's sampler and step count (sec. 4.3).
@@ -49,7 +49,7 @@ class LatentDiffusion(nn.Module):
     """A denoiser ``unet(z_t (B, C, K, K), t (B,), labels (B,) | None)`` trained and sampled on ``schedule``.
 
     ``unet.num_classes`` > 0 makes the model class-conditional, with label
-    ``num_classes`` as the null label (``pjepa.generative.unet.UNet``).
+    ``num_classes`` as the null label (``pjepa.studies.generative.unet.UNet``).
     ``clip_x0`` > 0 clamps x0_hat while sampling (``sample_ode``); 0 (default)
     leaves it free, as latent diffusion does for latents.
     """

@@ -1,4 +1,4 @@
-"""The in-project FID InceptionV3 (pjepa.generative.inception): layout, shapes, loading. Offline: no weights
+"""The in-project FID InceptionV3 (pjepa.studies.generative.inception): layout, shapes, loading. Offline: no weights
 file exists here, so a randomly initialised network is saved and loaded back."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from pjepa.errors import ConfigError
-from pjepa.generative.inception import FIDInceptionV3, load_fid_inception
+from pjepa.studies.generative.inception import FIDInceptionV3, load_fid_inception
 
 # torchvision's Inception_V3_Weights.IMAGENET1K_V1 reports num_params 27,161,264 (aux classifier, 1000 classes).
 # pytorch-fid's FID network drops the aux classifier (conv0 98,560 + conv1 2,459,136 + fc 769,000 = 3,326,696)

@@ -185,7 +185,7 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path} is missing: {out_dir} holds no extracted tokens; run "
-                        "pjepa.generative.tokens.extract_tokens(run_dir, out_dir) first")
+                        "pjepa.studies.generative.tokens.extract_tokens(run_dir, out_dir) first")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

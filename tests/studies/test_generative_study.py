@@ -1,4 +1,4 @@
-"""The generative study end to end (pjepa.generative.study): two tiny runs, the tiny preset, resumable stages."""
+"""The generative study end to end (pjepa.studies.generative): two tiny runs, the tiny preset, resumable stages."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from conftest import ROOT, SMOKE, TINY
 from pjepa.cli.main import build_parser, main
 from pjepa.config import dump_config, load_config
 from pjepa.errors import ConfigError
-from pjepa.generative import study as study_module
-from pjepa.generative.grids import grid_size
-from pjepa.generative.inception import InceptionFeatures
-from pjepa.generative.study import MODES, load_study_config, run_study
+from pjepa.studies.generative import study as study_module
+from pjepa.studies.generative.grids import grid_size
+from pjepa.studies.generative.inception import InceptionFeatures
+from pjepa.studies.generative.study import MODES, load_study_config, run_study
 from pjepa.methods import build_method
 from pjepa.models.timm_format import save_encoder
 from pjepa.runs import save_checkpoint
@@ -181,6 +181,32 @@ def test_runs_on_different_data_and_unknown_keys_are_config_errors(tmp_path):
         load_study_config("tiny", ["sample.n=0"])
     for preset in ("cifar10_cpu", "tin100", "afhq", "tiny"):
         assert load_study_config(preset).sample.n > 0
+
+
+def test_the_removed_adversarial_option_loads_at_zero_and_is_named_otherwise(tmp_path):
+    """Configs written before the PatchGAN decoder loss was removed (study.yaml holds decoder.adversarial_weight: 0)
+    still load; a weight above 0 is a ConfigError saying the option is gone."""
+    old = tmp_path / "study.yaml"
+    old.write_text("seed: 0\ndecoder: {width: 8, steps: 4, adversarial_weight: 0.0}\n")
+    assert load_study_config(old).decoder.steps == 4
+    assert load_study_config("tiny", ["decoder.adversarial_weight=0"]) == load_study_config("tiny")
+    with pytest.raises(ConfigError, match=r"decoder.adversarial_weight=0.1: the adversarial \(PatchGAN\) decoder loss "
+                                          "was removed"):
+        load_study_config("tiny", ["decoder.adversarial_weight=0.1"])
+    with pytest.raises(ConfigError, match="no preset of that name"):
+        load_study_config("tinyy")
+
+
+def test_the_stages_run_in_their_declared_order():
+    """One declared tuple per folder: the shared stages, then each run's, in the order the timings list them."""
+    from pjepa.studies.generative.pipeline import RUN_STAGES, SHARED_STAGES
+
+    assert [s.name for s in SHARED_STAGES] == ["metric", "perceptual", "real_grid"]
+    assert [s.name for s in RUN_STAGES] == STAGES
+    names = {f"shared/{s.name}" for s in SHARED_STAGES}
+    for stage in RUN_STAGES:  # every dependency is declared before the stage that needs it
+        assert set(stage.deps) <= names, (stage.name, stage.deps)
+        names.add(stage.name)
 
 
 def test_the_cli_parses_and_rejects_a_missing_runs(tmp_path, capsys):

@@ -15,7 +15,7 @@ They are different architectures trained separately, and the decoder must never 
 against the metric's network: a decoder optimised through the network that later scores it would
 inflate the score. ``save_classifier`` records the role in the weights file and its JSON,
 ``load_classifier(path, role=...)`` refuses a file of the other role, and ``perceptual_loss`` (in
-``pjepa.generative.decoder``) refuses a network whose role is ``"metric"``.
+``pjepa.studies.generative.decoder``) refuses a network whose role is ``"metric"``.
 
 Both take images normalised with their own ``mean`` / ``std`` buffers (set by ``train_classifier``);
 ``prepare(uint8)`` resizes to ``image_size`` and normalises.

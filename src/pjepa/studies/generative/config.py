@@ -2,24 +2,28 @@
 
     cfg = load_study_config("cifar10_cpu", ["diffusion.steps=2000", "sample.n=1000"])
 
-Presets live in ``pjepa/generative/presets/*.yaml`` (package data; not ``pjepa/configs``, which holds
-training configs only). A preset sets any subset of the keys below; the rest keep these defaults. An
-unknown key (in a preset or an override) is a ConfigError naming it and listing the valid keys of its
-section, as ``pjepa.config`` does for training configs.
+Presets live in ``pjepa/studies/generative/presets/*.yaml`` (package data; not ``pjepa/configs``, which holds
+training configs only). A preset sets any subset of the keys below (and may name a ``base:`` YAML, as training
+configs do); the rest keep these defaults. Loading, overrides and the errors for an unknown key or a wrong
+type are ``pjepa.config``'s, the preset look-up ``pjepa.presets``'; the ranges are checked here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pjepa.config import coerce, load_yaml, merge, parse_overrides
+from pjepa.config import build_dataclass, load_yaml, merge, parse_overrides
 from pjepa.errors import ConfigError
+from pjepa.presets import PresetFolder
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+#: The study's presets: ``pjepa gen study --preset NAME``.
+PRESETS = PresetFolder(Path(__file__).resolve().parent / "presets", option="--preset",
+                       listing="`pjepa gen study --help`")
+#: Options that were removed: key -> why. A config may still set them to 0 (their old default, which changed
+#: nothing); anything else is a ConfigError.
+REMOVED = {"decoder.adversarial_weight": "the adversarial (PatchGAN) decoder loss was removed: no preset used it"}
 
 
 @dataclass
@@ -58,14 +62,13 @@ class DecoderOptions:
     batch_size: int = 32
     lr: float = 2.0e-4
     perceptual_weight: float = 1.0
-    adversarial_weight: float = 0.0  # > 0 adds LDM's PatchGAN (off: the CPU presets cannot afford it)
     snapshot_steps: list[int] = field(default_factory=lambda: [64, 256, 1000, 2000])  # the rows of Fig. 10
     snapshot_size: int = 8  # images per reconstruction row
 
 
 @dataclass
 class UNetOptions:
-    """The time-conditional UNet (``pjepa.generative.unet.UNet``) of both diffusion models."""
+    """The time-conditional UNet (``unet.UNet``) of both diffusion models."""
 
     base_channels: int = 64
     channel_mults: list[int] = field(default_factory=lambda: [1, 2])
@@ -123,7 +126,7 @@ class ClassifierOptions:
 
 @dataclass
 class MetricOptions:
-    """Sample metrics (``pjepa.generative.metrics``)."""
+    """Sample metrics (``metrics``)."""
 
     k: int = 3  # precision / recall neighbourhood (Kynkaanniemi et al.)
     is_splits: int = 10  # Inception-style score splits (fewer when N is smaller)
@@ -143,26 +146,6 @@ class StudyConfig:
     sample: SampleOptions = field(default_factory=SampleOptions)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
     metrics: MetricOptions = field(default_factory=MetricOptions)
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Dataclass ``cls`` from a (partial) mapping; unknown keys are ConfigErrors naming them."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"study key {prefix or '(top level)'} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            where = prefix or "the top level"
-            raise ConfigError(f"unknown study key {full} (valid keys at {where}: {', '.join(names)})")
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        tp = hints[name]
-        kwargs[name] = (_build(tp, value, key) if isinstance(tp, type) and dataclasses.is_dataclass(tp)
-                        else coerce(value, tp, key))
-    return cls(**kwargs)
 
 
 def check_study_config(cfg: StudyConfig) -> StudyConfig:
@@ -189,10 +172,10 @@ def check_study_config(cfg: StudyConfig) -> StudyConfig:
                        ("classifier.image_size", cfg.classifier.image_size)):
         if value < 0:
             raise ConfigError(f"{key}={value}: must be >= 0 (0 = all / the default)")
-    for key, lr in (("vae.lr", cfg.vae.lr), ("decoder.lr", cfg.decoder.lr), ("diffusion.lr", cfg.diffusion.lr),
-                    ("classifier.lr", cfg.classifier.lr)):
-        if not lr > 0:
-            raise ConfigError(f"{key}={lr}: must be a positive learning rate")
+    for key, value in (("vae.lr", cfg.vae.lr), ("decoder.lr", cfg.decoder.lr), ("diffusion.lr", cfg.diffusion.lr),
+                       ("classifier.lr", cfg.classifier.lr)):
+        if not value > 0:
+            raise ConfigError(f"{key}={value}: must be a positive learning rate")
     if not 0 <= cfg.diffusion.ema < 1:
         raise ConfigError(f"diffusion.ema={cfg.diffusion.ema}: choose a decay in [0, 1) (0: no EMA)")
     if not 0 < cfg.classifier.holdout < 1:
@@ -202,28 +185,28 @@ def check_study_config(cfg: StudyConfig) -> StudyConfig:
     return cfg
 
 
-def preset_path(name_or_path: str | Path) -> Path:
-    """An existing YAML file as given, else the built-in study preset of that name."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = PRESET_DIR / f"{str(name_or_path).removesuffix('.yaml')}.yaml"
-    if candidate.is_file():
-        return candidate
-    raise ConfigError(f"--preset {name_or_path}: no such file and no study preset of that name "
-                      f"(presets: {', '.join(study_presets())})")
-
-
 def study_presets() -> list[str]:
     """The built-in study presets, by name."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return PRESETS.names()
+
+
+def _drop_removed(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the removed options set to 0; a ConfigError naming one set to anything else."""
+    out = dict(data)
+    for key, why in REMOVED.items():
+        section, name = key.split(".")
+        options = out.get(section)
+        if not isinstance(options, dict) or name not in options:
+            continue
+        if options[name] not in (0, 0.0, None):
+            raise ConfigError(f"{key}={options[name]!r}: {why}; delete the key (or set it to 0)")
+        out[section] = {k: v for k, v in options.items() if k != name}
+    return out
 
 
 def load_study_config(preset: str | Path | None = "cifar10_cpu", overrides: list[str] | None = None) -> StudyConfig:
     """Defaults <- preset YAML (a name or a path; None: defaults only) <- dotted ``key=value`` overrides."""
-    data = load_yaml(preset_path(preset)) if preset is not None else {}
-    return check_study_config(_build(StudyConfig, merge(data, parse_overrides(overrides or [])), ""))
+    data = load_yaml(PRESETS.resolve(preset)) if preset is not None else {}
+    merged = _drop_removed(merge(data, parse_overrides(overrides or [])))
+    return check_study_config(build_dataclass(StudyConfig, merged, what="study"))
 
-
-def study_config_to_dict(cfg: StudyConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -1,4 +1,4 @@
-"""Sample-quality metrics against closed forms and constructed cases (pjepa.generative.metrics)."""
+"""Sample-quality metrics against closed forms and constructed cases (pjepa.studies.generative.metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pjepa.errors import ConfigError
-from pjepa.generative.metrics import (
+from pjepa.studies.generative.metrics import (
     class_histogram_tv,
     frechet_distance,
     frechet_distance_from_stats,
