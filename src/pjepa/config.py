@@ -330,7 +330,7 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "", what: str
             continue
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = build_dataclass(tp, data[name], key, what, moved)
         else:
             kwargs[name] = coerce(data[name], tp, key)

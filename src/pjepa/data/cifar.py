@@ -190,6 +190,7 @@ def _load(name: str, split: str, path: PathArg, image_size: int | None, url: str
 
 
 def _resized(ds: ImageDataset, image_size: int | None) -> ImageDataset:
+    assert isinstance(ds.images, torch.Tensor)  # the python batches are read into memory
     ds.images = resize_uint8(ds.images, image_size)
     return ds
 

@@ -125,8 +125,8 @@ class EncodedImages:
 
     def decode_into(self, out: np.ndarray, start: int, bar: tqdm | None = None) -> None:
         """Decode images ``start .. start + len(out)`` into uint8 ``out`` (n, 3, H, W)."""
-        self.frame()
-        size, resize = self._size, self.image_size is not None
+        h, w = self.frame()
+        size, resize = (w, h), self.image_size is not None
         for k in range(out.shape[0]):
             i = start + k
             img = self._first if i == 0 and self._first is not None else self._image(i)

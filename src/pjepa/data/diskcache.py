@@ -42,7 +42,7 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, cast
 
 import numpy as np
 import PIL
@@ -209,12 +209,12 @@ def _create_npy(path: Path, shape: tuple[int, ...]) -> int:
 
 
 def _crc(buf: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(buf).reshape(-1))
+    return zlib.crc32(np.ascontiguousarray(buf).reshape(-1).data)
 
 
 def _write_at(fd: int, data: np.ndarray, offset: int, path: Path) -> None:
     """All of ``data`` at byte ``offset`` of ``fd``."""
-    view = memoryview(np.ascontiguousarray(data).reshape(-1)).cast("B")
+    view = np.ascontiguousarray(data).reshape(-1).data.cast("B")
     try:
         while len(view):
             done = os.pwrite(fd, view, offset)
@@ -378,7 +378,8 @@ def build(folder: Path, key: dict[str, Any], load: Callable[[], ImageDataset], w
     np.save(folder / "labels.npy", labels)
     _, _, offset = _npy_header(images_path)
     todo = [i for i in range(len(chunks)) if i not in done]
-    source = ds.images
+    # a deferred loader (decode.deferred_decoding) hands over its images still encoded
+    source = cast("torch.Tensor | EncodedImages", ds.images)
     encoded = isinstance(source, EncodedImages)
     workers = (workers or default_workers()) if encoded else 1
     action = "resuming" if done else "building"
@@ -392,7 +393,7 @@ def build(folder: Path, key: dict[str, Any], load: Callable[[], ImageDataset], w
 
     def write_chunk(i: int) -> int:
         a, b = chunks[i]
-        if encoded:
+        if isinstance(source, EncodedImages):
             buf = np.empty((b - a, 3, h, w), dtype=np.uint8)
             source.decode_into(buf, a)
         else:

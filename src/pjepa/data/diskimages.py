@@ -138,7 +138,7 @@ class DiskImages:
             start = self.offset + int(u_rows[lo]) * self.row_bytes
             p0 = int(u_pos[lo])
             if hi - lo == 1 or np.all(np.diff(u_pos[lo:hi]) == 1):  # in order in ``out`` too (a slice): one buffer
-                self._read_into([memoryview(flat[p0 : p0 + hi - lo])], start)
+                self._read_into([flat[p0 : p0 + hi - lo].data], start)
                 continue
             for a in range(lo, hi, _IOV_MAX):  # one scattered read: each file row into its place in ``out``
                 b = min(a + _IOV_MAX, hi)
@@ -188,7 +188,7 @@ class DiskImages:
         return {"path": self.path, "file_shape": self.file_shape, "offset": self.offset, "rows": self.rows}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["file_shape"], state["offset"], state["rows"])
+        DiskImages.__init__(self, state["path"], state["file_shape"], state["offset"], state["rows"])
 
     def close(self) -> None:
         """Close the file descriptor (reopened by the next read)."""

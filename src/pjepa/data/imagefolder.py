@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 
-from pjepa.data.base import ImageDataset
+from pjepa.data.base import ImageDataset, Images
 from pjepa.data.decode import EncodedImages, decode_images, decoded, decoding_deferred
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
@@ -47,7 +47,8 @@ def read_files(files: Sequence[Path], labels: Sequence[int], class_names: list[s
     else:
         blobs = [_read_file(f) for f in files]
         images = decode_images(blobs, source=source, names=names, image_size=image_size)
-    return ImageDataset(images, torch.tensor(list(labels), dtype=torch.int64), class_names, name, split)
+    # still encoded only inside decode.deferred_decoding(), where the disk cache decodes them into its file
+    return ImageDataset(cast(Images, images), torch.tensor(list(labels), dtype=torch.int64), class_names, name, split)
 
 
 @DATASETS.register("imagefolder")

@@ -17,12 +17,12 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, cast
 
 import numpy as np
 import torch
 
-from pjepa.data.base import ImageDataset
+from pjepa.data.base import ImageDataset, Images
 from pjepa.data.decode import decode_images
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
@@ -274,7 +274,8 @@ def read_npz(
     if not blobs:
         raise DataError(f"{source} is empty (0 images); check the shard or the split name")
     images = decode_images(blobs, source=source, names=names, image_size=image_size)
-    return ImageDataset(images, torch.from_numpy(labels), class_names, name, split)
+    # still encoded only inside decode.deferred_decoding(), where the disk cache decodes them into its file
+    return ImageDataset(cast(Images, images), torch.from_numpy(labels), class_names, name, split)
 
 
 @DATASETS.register("npz")

@@ -198,6 +198,7 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def _get(d: dict, key: str) -> Any:
+    value: Any = d
     for part in key.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

@@ -44,8 +44,8 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is a core dependency; tolerate a user who removed it
-            SummaryWriter = None
-        if SummaryWriter is not None:
+            pass
+        else:
             self._tb = _TensorBoard(SummaryWriter, run_dir / "tb", resume_step)
 
     def _truncate(self, step: int) -> None:

@@ -92,7 +92,7 @@ class BatchMaker:
 
     def _rows(self, step: int, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (b, 3, H, W) rows ``idx`` of ``step`` on the device; from disk, read ahead one step."""
-        if not self.on_disk:
+        if self._reader is None:  # in memory
             return self.images[idx]
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == step:

@@ -199,7 +199,7 @@ def cache_path() -> Path:
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``, else ``platform``) with its bf16 instruction flags: virtual
     machines may report only "AMD EPYC", which covers processors with and without AVX512-BF16."""
-    name, flags = "", set()
+    name, flags = "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -231,8 +231,9 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 def _from_entry(entry: Any) -> ProbeResult | None:
     try:
+        m, k, n = (int(x) for x in entry["shape"])
         res = ProbeResult(bool(entry["supported"]), float(entry["ratio"]), float(entry["fp32_ms"]),
-                          float(entry["bf16_ms"]), tuple(int(x) for x in entry["shape"]), int(entry["threads"]))
+                          float(entry["bf16_ms"]), (m, k, n), int(entry["threads"]))
     except (TypeError, KeyError, ValueError):
         return None
     return res if len(res.shape) == 3 else None

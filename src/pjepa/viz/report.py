@@ -19,6 +19,7 @@ import html
 import json
 import time
 from pathlib import Path
+from functools import partial
 from typing import Any, Callable, Sequence
 
 from pjepa.atomic import atomic_write_text
@@ -106,6 +107,11 @@ class Log(list):
             self.echo(line)
 
 
+def _save_made(make: Callable[[Any], Any], what: Any, path: Path, dpi: int, formats: Sequence[str]) -> Path:
+    """``make(what)``'s figure written to ``path`` (and its ``formats``)."""
+    return save_figure(make(what), path, dpi, formats)
+
+
 def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path], caption: str = "",
              dpi: int = DEFAULT_DPI) -> str:
     """The figure's <img> with its caption (its file appended to ``made``), or a note saying why it could
@@ -156,8 +162,7 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path], formats
             continue
         if f.applies(run):
             stem = run_name(run).replace("/", "-")
-            parts.append(_attempt(lambda f=f, stem=stem: save_figure(f.make(run), figs / f"{stem}-{f.name}.png", dpi,
-                                                                     formats),
+            parts.append(_attempt(partial(_save_made, f.make, run, figs / f"{stem}-{f.name}.png", dpi, formats),
                                   f"{run_name(run)}: {f.help}", log, made, f.caption,
                                   dpi))
         else:
@@ -253,7 +258,7 @@ def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool, fo
     for f in FIGURES.values():
         if not f.over_runs:
             continue
-        parts.append(_attempt(lambda f=f: save_figure(f.render(runs), figs / f"{f.name}.png", dpi, formats), f.help,
+        parts.append(_attempt(partial(_save_made, f.render, runs, figs / f"{f.name}.png", dpi, formats), f.help,
                               log, shared, f.caption, dpi))
     for run in runs:
         own: list[Path] = []

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pjepa.data import splits_for
+from pjepa.data import Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
 from pjepa.eval.protocols.base import PROTOCOLS, Protocol, add_run_arguments, non_negative_int, positive_int
@@ -27,7 +27,7 @@ from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
 
-def head_pairs(run: Run, checkpoint: str, images: torch.Tensor, dev: torch.device,
+def head_pairs(run: Run, checkpoint: str, images: Images, dev: torch.device,
                mask_stream: str) -> tuple[HeadMonitor, list[tuple[torch.Tensor, torch.Tensor]], int]:
     """(the run's head monitor, its (h, y) pairs of uint8 ``images`` under masks seeded by ``mask_stream``,
     the checkpoint's step); a ConfigError for a method without a predictor head (MAE)."""

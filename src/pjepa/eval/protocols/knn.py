@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from pjepa.data import ImageDataset, splits_for
+from pjepa.data import ImageDataset, Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
@@ -34,7 +34,7 @@ from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
 
-def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[Images, torch.Tensor]:
     """(images, labels), a seeded random subset of ``limit`` items (all if 0): never a prefix."""
     if limit <= 0 or limit >= len(ds):
         return ds.images, ds.labels

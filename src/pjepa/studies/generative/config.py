@@ -172,10 +172,10 @@ def check_study_config(cfg: StudyConfig) -> StudyConfig:
                        ("classifier.image_size", cfg.classifier.image_size)):
         if value < 0:
             raise ConfigError(f"{key}={value}: must be >= 0 (0 = all / the default)")
-    for key, value in (("vae.lr", cfg.vae.lr), ("decoder.lr", cfg.decoder.lr), ("diffusion.lr", cfg.diffusion.lr),
-                       ("classifier.lr", cfg.classifier.lr)):
-        if not value > 0:
-            raise ConfigError(f"{key}={value}: must be a positive learning rate")
+    for key, lr in (("vae.lr", cfg.vae.lr), ("decoder.lr", cfg.decoder.lr), ("diffusion.lr", cfg.diffusion.lr),
+                    ("classifier.lr", cfg.classifier.lr)):
+        if not lr > 0:
+            raise ConfigError(f"{key}={lr}: must be a positive learning rate")
     if not 0 <= cfg.diffusion.ema < 1:
         raise ConfigError(f"diffusion.ema={cfg.diffusion.ema}: choose a decay in [0, 1) (0: no EMA)")
     if not 0 < cfg.classifier.holdout < 1:

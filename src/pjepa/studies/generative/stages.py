@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
@@ -137,6 +138,6 @@ def run_stages(stages: Sequence[Stage], study: Any, r: Any, markers: Stages, bas
     out = dict(done or {})
     for s in stages:
         out[prefix + s.name] = markers.run(s.name, s.options(study, r), [out[d] for d in s.deps],
-                                           [base / p for p in s.outputs], lambda s=s: s.fn(study, r))
+                                           [base / p for p in s.outputs], partial(s.fn, study, r))
     markers.write_timings()
     return out
