@@ -34,7 +34,6 @@ from tqdm import tqdm
 from pjepa.data import ImageDataset, resize_normalize, splits_for
 from pjepa.errors import ConfigError, DataError
 from pjepa.methods.load import load_run_method
-from pjepa.models import VisionTransformer
 from pjepa.runs import Run, atomic_write_bytes, resolve_device
 from pjepa.utils import stream_seed
 
@@ -72,7 +71,7 @@ def subset_indices(n: int, limit: int, seed: int, split: str) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:limit].sort().values
 
 
-def _plan(run: Run, step: int, encoder: VisionTransformer, which: str, checkpoint: str, split: str,
+def _plan(run: Run, step: int, grid: int, dim: int, which: str, checkpoint: str, split: str,
           limit: int, subset_seed: int, n: int, shard_size: int, dtype: str) -> dict[str, Any]:
     """The manifest of an extraction: what was encoded, how, and which shard holds which rows."""
     mean, std = run.stats()
@@ -81,7 +80,7 @@ def _plan(run: Run, step: int, encoder: VisionTransformer, which: str, checkpoin
     return {
         "format": FORMAT, "run": str(run.path.resolve()), "checkpoint": checkpoint, "step": step,
         "encoder": which, "split": split, "limit": limit, "subset_seed": subset_seed, "N": n,
-        "K": int(encoder.grid_size), "D": int(encoder.embed_dim), "dtype": dtype, "layout": "(n, D, K, K)",
+        "K": grid, "D": dim, "dtype": dtype, "layout": "(n, D, K, K)",
         "shard_size": shard_size, "image_size": int(run.config.data.image_size), "dataset": run.config.data.name,
         "mean": mean.tolist(), "std": std.tolist(), "shards": shards,
     }
@@ -164,7 +163,8 @@ def extract_tokens(
         raise DataError(f"split {split!r} of {run.path} holds no images; choose another split")
     method, step = load_run_method(run, checkpoint)
     net = method.feature_encoder(encoder).eval()
-    plan = _plan(run, step, net, encoder, checkpoint, split, limit, subset_seed, len(idx), shard_size, dtype)
+    plan = _plan(run, step, int(net.grid_size), int(net.embed_dim), encoder, checkpoint, split, limit, subset_seed,
+                 len(idx), shard_size, dtype)
     _start_manifest(out, plan)
     todo = [s for s in plan["shards"] if not _shard_done(out / s["file"], s["stop"] - s["start"])]
     dev = resolve_device(device)
