@@ -100,7 +100,7 @@ class Sampler:
                 self.peak[k] = max(self.peak.get(k, 0.0), v)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 

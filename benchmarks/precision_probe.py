@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pjepa.config import load_config  # noqa: E402
-from pjepa.train.precision import BF16_MIN_RATIO, cpu_model, probe_cpu_bf16, probe_shape  # noqa: E402
 from pjepa.train.loop import Trainer  # noqa: E402
+from pjepa.train.precision import BF16_MIN_RATIO, cpu_model, probe_cpu_bf16, probe_shape  # noqa: E402
 
 PRESETS = {"smoke": "configs/smoke.yaml", "cifar10/cpu": "configs/cifar10/cpu.yaml",
            "tin100/deterministic": "configs/tin100/deterministic.yaml"}

@@ -55,20 +55,18 @@ def test_atomic_path_keeps_the_old_file_and_the_writers_error(tmp_path: Path, mo
     target.write_bytes(b"old")
     if fail == "rename":
         monkeypatch.setattr(atomic.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(28, "No space left")))
-    with pytest.raises(OSError, match="No space left"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            if fail == "writer":
-                raise OSError(28, "No space left")
+    with pytest.raises(OSError, match="No space left"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        if fail == "writer":
+            raise OSError(28, "No space left")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
 
 
 def test_atomic_path_removes_the_temporary_file_on_any_exception(tmp_path: Path) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(tmp_path / "x.bin") as tmp:
-            tmp.write_bytes(b"half")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
 
 

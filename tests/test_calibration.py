@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, run_cli
+
 from pjepa.config import load_config
 from pjepa.data import splits_for
 from pjepa.errors import ConfigError

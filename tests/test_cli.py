@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-
-import pytest
-
 import os
 
+import pytest
 from conftest import run_cli
+
 from pjepa.cli.main import build_parser
 from pjepa.data import expand_data_path
 from pjepa.errors import DataError
@@ -71,6 +70,7 @@ def test_pjepa_data_expands_or_says_what_to_set(monkeypatch, tmp_path):
         expand_data_path("$PJEPA_DATA/x.npz")
 
 
+@pytest.mark.slow
 def test_a_preset_without_its_data_fails_with_one_line_at_start_up(tmp_path):
     out = run_cli("train", "--config", "cifar10/cpu", "--out", str(tmp_path / "r"), env={"PJEPA_DATA": ""})
     assert out.returncode == 2 and "PJEPA_DATA" in out.stderr and "Traceback" not in out.stderr
@@ -134,6 +134,7 @@ def test_every_writing_command_checks_its_output_before_working(tmp_path, tiny_r
     """An output that is a file where a folder is wanted (or the reverse), or a folder that cannot be created,
     is one named error before any work: train, eval, sweep, export, report, plot, table --csv."""
     from conftest import SMOKE, TINY
+
     from pjepa.cli.main import main
 
     a_file = tmp_path / "a-file"

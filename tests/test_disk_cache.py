@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, SMOKE, TINY
 from PIL import Image
 
-from conftest import ROOT, SMOKE, TINY
 from pjepa.config import load_config
-from pjepa.data import DATASETS, DiskImages, load_dataset, load_splits
-from pjepa.data import diskcache
+from pjepa.data import DATASETS, DiskImages, diskcache, load_dataset, load_splits
 from pjepa.data.decode import EncodedImages
 from pjepa.errors import ConfigError, DataError
 

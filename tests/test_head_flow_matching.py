@@ -10,8 +10,8 @@ import shutil
 import pytest
 import torch
 import yaml
-
 from conftest import SMOKE, TINY, run_cli
+
 from pjepa.checks import check_config
 from pjepa.config import build_config, load_config, migrate_flow_head, migrate_legacy
 from pjepa.errors import ConfigError
@@ -209,6 +209,7 @@ def test_an_old_flow_matching_run_loads_and_evaluates(old_run, tmp_path, one_thr
     assert all(v is None or v == v for v in r.values() if isinstance(v, float))  # no NaN
 
 
+@pytest.mark.slow
 def test_an_old_flow_matching_run_resumes(old_run, tmp_path):
     run = tmp_path / "resumed"
     shutil.copytree(old_run, run)

@@ -13,13 +13,12 @@ import copy
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.checks import check_config
 from pjepa.config import load_config
 from pjepa.methods import METHODS, Batch, Method, Monitors, StepOutput, build_method
 from pjepa.models import ema_update
-
 
 #: Per-method overrides: keep the tiny model tiny (MAE's default decoder is 512 x 8), give what is required.
 SIZES = {"mae": ["mask.name=random", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"],

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SMOKE
+
 from pjepa.cli.main import main
 from pjepa.config import dump_config, load_config
 from pjepa.eval.protocols import PROTOCOLS, Column, Protocol, ResultFile, add_run_arguments

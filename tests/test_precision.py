@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from conftest import SMOKE, TINY
 
 import pjepa.train.precision as precision
-from conftest import SMOKE, TINY
 from pjepa.cli.main import main
 from pjepa.config import load_config
 from pjepa.errors import ConfigError

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -36,17 +36,17 @@ class DataConfig:
     """
 
     name: str = "synthetic"  # a registered dataset: see `pjepa.data.DATASETS`
-    path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
+    path: str | list[str] | None = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
     train_split: str = "train"  # the split pretrained on
     eval_split: str = "val"  # the reported split: queries of `pjepa eval`
     val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
-    bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
+    bank_split: str | None = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
     # Where the decoded splits live: "memory" (one uint8 tensor per split, per process) or "disk" (decoded
     # once into a file under cache_dir, each batch's rows read from it: data larger than memory, one copy
     # shared by all DDP ranks).
     cache: Literal["memory", "disk"] = "memory"
-    cache_dir: Optional[str] = None  # the disk cache's folder ($VARS and ~ expand); None = $PJEPA_CACHE/decoded
+    cache_dir: str | None = None  # the disk cache's folder ($VARS and ~ expand); None = $PJEPA_CACHE/decoded
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area range (fraction of the image)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # random-resized-crop aspect range
@@ -86,7 +86,7 @@ class ModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     # Start the encoders from this file (written by `pjepa export` / `pjepa import`: timm-layout
     # safetensors + JSON) instead of a random initialisation; None = random.
-    init: Optional[str] = None
+    init: str | None = None
     # Random initialisation: "pjepa" (patch embedding at PyTorch's Conv2d default, predictor residual
     # branches unscaled) or "official" (I-JEPA's: trunc-normal(0.02) patch embedding, predictor
     # residual branches divided by sqrt(2 * layer) like the encoder's).

@@ -14,9 +14,10 @@ import importlib
 import inspect
 import pkgutil
 import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pjepa.errors import ConfigError
 

@@ -6,18 +6,24 @@ import json
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.config import dump_config, load_config
 from pjepa.data import resize_normalize, splits_for
 from pjepa.errors import ConfigError, DataError
-from pjepa.studies.generative.classifier import (SmallResNet, SmallVGG, crop_flip, load_classifier, save_classifier,
-                                         train_classifier)
-from pjepa.studies.generative.decoder import PixelDecoder, perceptual_loss, train_decoder, upsample_factors
-from pjepa.studies.generative.tokens import TokenShards, extract_tokens
 from pjepa.methods import build_method
 from pjepa.methods.load import load_run_method
 from pjepa.runs import Run, save_checkpoint
+from pjepa.studies.generative.classifier import (
+    SmallResNet,
+    SmallVGG,
+    crop_flip,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from pjepa.studies.generative.decoder import PixelDecoder, perceptual_loss, train_decoder, upsample_factors
+from pjepa.studies.generative.tokens import TokenShards, extract_tokens
 from pjepa.utils import seed_everything
 
 

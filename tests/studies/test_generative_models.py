@@ -6,11 +6,11 @@ import torch.nn as nn
 
 import pjepa.models.diffusion as diffusion
 from pjepa.errors import ConfigError
+from pjepa.heads.layers import sinusoidal_embedding
+from pjepa.models.diffusion import DiffusionSchedule
 from pjepa.studies.generative.latent_diffusion import LatentDiffusion
 from pjepa.studies.generative.unet import UNet
 from pjepa.studies.generative.vae import EmbeddingVAE, LatentNorm, kl_to_standard_normal, latent_statistics
-from pjepa.heads.layers import sinusoidal_embedding
-from pjepa.models.diffusion import DiffusionSchedule
 
 D, C = 8, 4
 

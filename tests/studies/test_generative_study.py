@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, SMOKE, TINY
 from PIL import Image
 
-from conftest import ROOT, SMOKE, TINY
 from pjepa.cli.main import build_parser, main
 from pjepa.config import dump_config, load_config
 from pjepa.errors import ConfigError
+from pjepa.methods import build_method
+from pjepa.models.timm_format import save_encoder
+from pjepa.runs import save_checkpoint
 from pjepa.studies.generative import study as study_module
 from pjepa.studies.generative.grids import grid_size
 from pjepa.studies.generative.inception import InceptionFeatures
 from pjepa.studies.generative.study import MODES, load_study_config, run_study
-from pjepa.methods import build_method
-from pjepa.models.timm_format import save_encoder
-from pjepa.runs import save_checkpoint
 from pjepa.utils import seed_everything
 
 STAGES = ["tokens", "vae", "latents", "decoder"] + [f"{s}_{m}" for m in MODES for s in ("diffusion", "samples", "metrics")]

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from pjepa.config import dump_config, load_config
     from pjepa.presets import resolve_config_path
     from pjepa.runs import RunDirectory
-    from pjepa.train.precision import check_requested
     from pjepa.train.loop import train
+    from pjepa.train.precision import check_requested
 
     resume = args.resume is not None
     if resume:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pjepa.data.base import ImageDataset, Images
 from pjepa.data.diskcache import load_cached

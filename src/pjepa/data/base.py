@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 import torch
 
 from pjepa.data.diskimages import DiskImages
 
 #: A decoded split's images: one tensor in memory, or rows read from the disk cache (``data.cache: disk``).
-Images = Union[torch.Tensor, DiskImages]
+Images = torch.Tensor | DiskImages
 
 
 @dataclass
@@ -48,7 +47,7 @@ class ImageDataset:
         """True when the images are read from the disk cache rather than held in memory."""
         return isinstance(self.images, DiskImages)
 
-    def subset(self, idx: torch.Tensor, split: str) -> "ImageDataset":
+    def subset(self, idx: torch.Tensor, split: str) -> ImageDataset:
         """The images at ``idx`` (int64 (K,)) as a dataset named ``split`` (on disk: a view, nothing read)."""
         images = self.images.subset(idx) if isinstance(self.images, DiskImages) else self.images[idx]
         return ImageDataset(images, self.labels[idx], self.class_names, self.name, split)

@@ -12,9 +12,9 @@ and float images have no agreed range and are refused.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch

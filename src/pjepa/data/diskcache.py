@@ -39,21 +39,22 @@ import os
 import re
 import shutil
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, cast
+from typing import Any, cast
 
 import numpy as np
 import PIL
 import torch
 from tqdm import tqdm
 
+from pjepa.atomic import atomic_write_text
 from pjepa.data.base import ImageDataset
 from pjepa.data.decode import PROGRESS_MIN, EncodedImages, deferred_decoding
 from pjepa.data.diskimages import DiskImages
 from pjepa.data.download import cache_root
-from pjepa.atomic import atomic_write_text
 from pjepa.errors import DataError
 
 try:

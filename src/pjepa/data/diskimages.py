@@ -91,7 +91,7 @@ class DiskImages:
             return self._read(np.arange(n, dtype=np.int64)[key])
         return self._read(self._indices(key, n))
 
-    def subset(self, idx: Index) -> "DiskImages":
+    def subset(self, idx: Index) -> DiskImages:
         """A view on rows ``idx`` of this one; nothing is read."""
         idx = self._indices(idx, len(self))
         return DiskImages(self.path, self.file_shape, self.offset, idx if self.rows is None else self.rows[idx])
@@ -198,7 +198,7 @@ class DiskImages:
                 self._fd = None
 
     def __del__(self) -> None:
-        try:
+        try:  # noqa: SIM105  (not contextlib.suppress: at interpreter shutdown contextlib may be gone too)
             self.close()
         except Exception:  # interpreter shutdown: os may be gone already
             pass

@@ -8,8 +8,9 @@ root gets the same labels. ``root/<split>`` is used when it exists (``train/``,
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, cast
+from typing import cast
 
 import torch
 

@@ -10,8 +10,9 @@ fraction of every class, and left out of both pretraining and the kNN bank.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -8,7 +8,7 @@ per-sample Python loop or DataLoader worker is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

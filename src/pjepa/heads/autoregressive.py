@@ -26,7 +26,8 @@ The reference variant of the paper is ``hidden=600, depth=6``.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, cast
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn

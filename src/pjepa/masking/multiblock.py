@@ -56,7 +56,7 @@ class MaskBatch:
         """M, the number of target blocks per sample."""
         return int(self.tgt_idx.shape[1])
 
-    def to(self, device: torch.device | str) -> "MaskBatch":
+    def to(self, device: torch.device | str) -> MaskBatch:
         """A copy with both index tensors on ``device`` (stats shared)."""
         return MaskBatch(self.ctx_idx.to(device), self.tgt_idx.to(device), self.stats)
 

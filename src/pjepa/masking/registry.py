@@ -7,7 +7,8 @@ An entry is called as ``entry(grid_size, **options)`` and returns a sampler
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pjepa.registry import Registry
 

@@ -57,8 +57,8 @@ denoiser here (the diffusion and flow heads, the generative study's UNet).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -272,7 +272,7 @@ def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118  (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
 

@@ -7,7 +7,8 @@ optional patch indices so the context encoder only processes visible patches.
 
 from __future__ import annotations
 
-from typing import Iterable, cast
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn

@@ -28,7 +28,7 @@ def samples_at_level(z: torch.Tensor, level: str) -> torch.Tensor:
     return z.flatten(0, 1) if level == "token" else z.mean(dim=1)
 
 
-def regularise(reg: "Regulariser", z: torch.Tensor, step: int, metrics: dict) -> torch.Tensor:
+def regularise(reg: Regulariser, z: torch.Tensor, step: int, metrics: dict) -> torch.Tensor:
     """``reg``'s weighted loss on the student's tokens z (B, N, D), its metrics added to ``metrics``;
     a zero (and no call) for ``none``."""
     if not reg.active:

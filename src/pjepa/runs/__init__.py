@@ -8,12 +8,18 @@ Training writes a run directory; evaluation, tables and figures read it through
 """
 
 from pjepa.atomic import atomic_write_bytes
-from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
-                                   save_checkpoint)
+from pjepa.runs.checkpoint import (
+                                   checkpoint_path,
+                                   checkpoint_step,
+                                   keep_history,
+                                   load_checkpoint,
+                                   load_weights_into,
+                                   save_checkpoint,
+)
 from pjepa.runs.device import resolve_device
 from pjepa.runs.directory import RunDirectory, Start
-from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.lock import RunLock, writer
+from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
 from pjepa.runs.run import Run, check_resume_overrides, is_legacy
 

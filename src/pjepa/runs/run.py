@@ -33,11 +33,9 @@ import yaml
 from pjepa.atomic import atomic_write_json, move
 from pjepa.config import MOVED_KEYS, Config, build_config, has_legacy_flow_head, has_method_vicreg, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
-from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
+from pjepa.runs.metrics import append_line, read_metrics
 from pjepa.runs.precision import eval_amp_dtype, valid_record
-from pjepa.runs.metrics import read_metrics
-
 
 #: What a resume may change: how long, how often to log / evaluate / save, and where it runs; anything
 #: else (model, data, method, head, optimiser, masks, seed) would make the run a different experiment.

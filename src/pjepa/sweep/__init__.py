@@ -15,15 +15,14 @@ and never imports ``train``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pjepa.errors import ConfigError
-from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid, split_top_level
+from pjepa.sweep.grid import MAX_RUNS, GridPoint, Override, grid_points, parse_grid, split_top_level
 from pjepa.sweep.plan import SweepPlan, plan_sweep, settle_sweep_dir
 from pjepa.sweep.runner import Outcome, PointJob, run_local, run_point
 from pjepa.sweep.slurm import SlurmOptions, submit_jobs
-from pjepa.sweep.grid import MAX_RUNS
 from pjepa.sweep.state import baseline_evals, eval_explanations, eval_names
 
 __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "SweepPlan", "grid_points", "parse_grid",

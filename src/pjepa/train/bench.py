@@ -36,8 +36,8 @@ from pjepa.config import Config, load_config
 from pjepa.errors import ConfigError
 from pjepa.presets import resolve_config_path
 from pjepa.profiling import PartTimer, count_flops, matmul_peak
-from pjepa.train.precision import cpu_model, resolve_precision
 from pjepa.train.loop import Trainer
+from pjepa.train.precision import cpu_model, resolve_precision
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -8,7 +8,8 @@ never doubles back.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.runs import Run

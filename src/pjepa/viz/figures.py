@@ -13,9 +13,10 @@ to ``RUN/figures/WHAT.png`` (the first run's for a figure over runs) unless ``ou
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.methods import capabilities

@@ -7,7 +7,8 @@ under-confident. The deterministic head (a point mass) covers nothing at any lev
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.runs import Run

@@ -18,9 +18,10 @@ import datetime as dt
 import html
 import json
 import time
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from pjepa.atomic import atomic_write_text
 from pjepa.errors import ConfigError, PJepaError

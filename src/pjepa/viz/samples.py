@@ -10,14 +10,15 @@ fitted per run (draws, target and point together): feature spaces of different r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from pjepa.errors import ConfigError
-from pjepa.heads.mdn import MixtureDensityHead
 from pjepa.heads.base import mixture_entropy
+from pjepa.heads.mdn import MixtureDensityHead
 from pjepa.methods import capabilities
 from pjepa.runs import Run
 from pjepa.utils import stream_seed

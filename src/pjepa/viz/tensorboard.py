@@ -8,8 +8,9 @@ training log stays untouched. ``tensorboard --logdir RUN/tb`` shows them beside 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,18 @@ package is imported below, so a new protocol is one new file: it shows up in
 
 from __future__ import annotations
 
-from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, find_result, protocols_in_order,
-                                       rated_columns, register, result_files, table_columns, tensorboard_columns)
+from pjepa.eval.protocols.base import (
+                                       PROTOCOLS,
+                                       Protocol,
+                                       add_run_arguments,
+                                       find_result,
+                                       protocols_in_order,
+                                       rated_columns,
+                                       register,
+                                       result_files,
+                                       table_columns,
+                                       tensorboard_columns,
+)
 from pjepa.eval.protocols.outputs import BASELINES, Baseline, Column, Details, ResultFile
 from pjepa.registry import import_modules
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from pjepa.eval.protocols.outputs import Baseline, Column, Details, ResultFile
 from pjepa.registry import Registry

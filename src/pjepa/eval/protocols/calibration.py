@@ -14,19 +14,27 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from pjepa.data import splits_for
 from pjepa.eval.calibration import calibration_metrics, sampling_times
 from pjepa.eval.head_metrics import token_rows
-from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, choice_split, choice_warning,
-                                       non_negative_int, positive_int)
-from pjepa.eval.protocols.outputs import Column, Details, number
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    choice_split,
+    choice_warning,
+    non_negative_int,
+    positive_int,
+)
 from pjepa.eval.protocols.head import head_pairs
 from pjepa.eval.protocols.knn import subset
+from pjepa.eval.protocols.outputs import Column, Details, number
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 

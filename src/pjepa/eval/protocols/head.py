@@ -19,8 +19,8 @@ from pjepa.data import Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
 from pjepa.eval.protocols.base import PROTOCOLS, Protocol, add_run_arguments, non_negative_int, positive_int
-from pjepa.eval.protocols.outputs import Column, number
 from pjepa.eval.protocols.knn import subset
+from pjepa.eval.protocols.outputs import Column, number
 from pjepa.methods import HeadMonitor
 from pjepa.methods.load import load_run_method
 from pjepa.runs import Run, resolve_device

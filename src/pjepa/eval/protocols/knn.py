@@ -25,11 +25,27 @@ from pjepa.data import ImageDataset, Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
-from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, add_source_arguments, choice_split,
-                                       choice_warning, non_negative_int, positive_int, source_of)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    choice_split,
+    choice_warning,
+    non_negative_int,
+    positive_int,
+    source_of,
+)
 from pjepa.eval.protocols.outputs import Column, ResultFile, number
-from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
-                                split_features)
+from pjepa.eval.sources import (
+    Source,
+    encoder_depth,
+    feature_amp,
+    load_encoder_for,
+    precision_name,
+    probe_layers,
+    split_features,
+)
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 

@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from pjepa.eval.linear import linear_probe
-from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, add_source_arguments, choice_split,
-                                       choice_split_short, choice_warning, held_out_validation, positive_int, source_of)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    choice_split,
+    choice_split_short,
+    choice_warning,
+    held_out_validation,
+    positive_int,
+    source_of,
+)
 from pjepa.eval.protocols.outputs import Column, ResultFile, number
 from pjepa.eval.sources import Source, feature_amp, labelled_splits, precision_name, probe_layers, split_features
 from pjepa.runs import Run, resolve_device

@@ -16,18 +16,26 @@ import argparse
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from pjepa.data import carve_validation
 from pjepa.errors import ConfigError
 from pjepa.eval.linear import BATCH, linear_probe
-from pjepa.eval.protocols.base import (PROTOCOLS, Protocol, add_run_arguments, add_source_arguments, float_in,
-                                       positive_int, source_of)
-from pjepa.eval.protocols.outputs import Column
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    float_in,
+    positive_int,
+    source_of,
+)
 from pjepa.eval.protocols.linear import feature_views
+from pjepa.eval.protocols.outputs import Column
 from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed

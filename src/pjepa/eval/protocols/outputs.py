@@ -11,8 +11,9 @@ protocol's flags select (``knn`` + ``_val_white`` for ``pjepa eval knn --split v
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 #: The sweep's baseline policies of a result file (``ResultFile.sweep_baselines``).
 SWEEP_BASELINES = ("never", "asked", "always")

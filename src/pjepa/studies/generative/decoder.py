@@ -18,8 +18,8 @@ discriminator) is not part of this decoder: no preset turned it on, so it was re
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn as nn

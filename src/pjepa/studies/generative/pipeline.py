@@ -22,8 +22,13 @@ from pjepa.studies.generative.classifier import SmallResNet, SmallVGG, save_clas
 from pjepa.studies.generative.decoder import PixelDecoder, to_uint8, train_decoder
 from pjepa.studies.generative.grids import class_rows, image_grid, row_grid, save_png
 from pjepa.studies.generative.latent_diffusion import LatentDiffusion
-from pjepa.studies.generative.metrics import (class_histogram_tv, frechet_distance, inception_score, memorisation,
-                                              precision_recall)
+from pjepa.studies.generative.metrics import (
+    class_histogram_tv,
+    frechet_distance,
+    inception_score,
+    memorisation,
+    precision_recall,
+)
 from pjepa.studies.generative.stages import Stage, load_tensors, read_json, save_tensors, write_json
 from pjepa.studies.generative.table import MODES
 from pjepa.studies.generative.tokens import TokenShards, extract_tokens

@@ -144,7 +144,7 @@ def extract_tokens(
     batch_size: int = 0,
     dtype: str = "float16",
     seed: int | None = None,
-) -> "TokenShards":
+) -> TokenShards:
     """Encode every image of ``split`` (or a seeded random ``limit`` of them) with the run's frozen
     ``encoder`` ("target" (EMA) or "context") at ``checkpoint`` and write shards of ``shard_size`` maps
     to ``out_dir``; a rerun writes only missing shards. ``batch_size`` 0: the run's ``eval.batch_size``.

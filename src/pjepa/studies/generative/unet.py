@@ -41,7 +41,8 @@ latent channels (K = 16: 16 -> 8 -> 4 -> 2).
 from __future__ import annotations
 
 import math
-from typing import Iterable, cast
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
