@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pjepa.config import load_config  # noqa: E402
-from pjepa.eval.head_metrics import token_rows, sampling_seconds  # noqa: E402
-from pjepa.train.loop import Trainer  # noqa: E402
 from train_throughput import time_steps  # noqa: E402
+
+from pjepa.config import load_config  # noqa: E402
+from pjepa.eval.head_metrics import sampling_seconds, token_rows  # noqa: E402
+from pjepa.train.loop import Trainer  # noqa: E402
 
 HEADS = {
     "cifar10": {"deterministic": "cpu", "mdn": "mdn", "autoregressive": "autoregressive", "flow": "flow",

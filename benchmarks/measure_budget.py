@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from pjepa.runs.precision import cpu_model, resolve_precision
 from pjepa.train.bench import bench_config, budget_steps, run_bench
+from pjepa.train.precision import cpu_model, resolve_precision
 
 COLUMNS = ["name", "config", "overrides", "processor", "threads", "precision", "ms_per_step", "minutes", "steps",
            "date"]

@@ -5,7 +5,7 @@
 
 Rows: the smoke preset, the CIFAR-10 CPU preset (width 128) and the reference preset (Tiny ImageNet
 deterministic, width 384). Columns: a bare ``a @ b`` bf16 / fp32 speed ratio at the MLP shape (4,096 rows),
-the probe ``auto`` uses (one ViT block forward + backward, ``pjepa.runs.precision.probe_cpu_bf16``),
+the probe ``auto`` uses (one ViT block forward + backward, ``pjepa.train.precision.probe_cpu_bf16``),
 the choice (ratio >= ``BF16_MIN_RATIO``), and with ``--steps`` the ratio of real training steps
 (``Trainer.train_step`` on synthetic images, fp32 and bf16 alternated, medians). Nothing is cached.
 Record results in docs/speed.md with date, processor and command.
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from pjepa.config import load_config  # noqa: E402
-from pjepa.runs.precision import BF16_MIN_RATIO, cpu_model, probe_cpu_bf16, probe_shape  # noqa: E402
 from pjepa.train.loop import Trainer  # noqa: E402
+from pjepa.train.precision import BF16_MIN_RATIO, cpu_model, probe_cpu_bf16, probe_shape  # noqa: E402
 
 PRESETS = {"smoke": "configs/smoke.yaml", "cifar10/cpu": "configs/cifar10/cpu.yaml",
            "tin100/deterministic": "configs/tin100/deterministic.yaml"}

@@ -18,8 +18,8 @@ set_options() {  # OPTS: the head overrides of one row
     deterministic) OPTS=("head.name=deterministic") ;;
     mdn) OPTS=("head.name=mdn" "head.options={components: 5, logvar_weight: 0.1}") ;;
     autoregressive) OPTS=("head.name=autoregressive" "head.options={hidden: 256, depth: 2, components: 3, family: gaussian}") ;;
-    flow) OPTS=("head.name=flow" "head.options={objective: nll, layers: 6, hidden: 128}") ;;
-    flow_matching) OPTS=("head.name=flow" "head.options={objective: flow_matching, hidden: 128, fm_blocks: 3, ode_steps: 20}") ;;
+    flow) OPTS=("head.name=flow" "head.options={layers: 6, hidden: 128}") ;;
+    flow_matching) OPTS=("head.name=flow_matching" "head.options={hidden: 128, fm_blocks: 3, ode_steps: 20}") ;;
     diffusion) OPTS=("head.name=diffusion" "head.options={timesteps: 1000, sample_steps: 50, width: 128, blocks: 3}") ;;
     *) echo "unknown head row $1 (deterministic mdn autoregressive flow flow_matching diffusion)" >&2; exit 2 ;;
   esac

@@ -24,5 +24,8 @@ from pjepa import load_encoder
 enc = load_encoder("runs/smoke")
 feats = enc.embed(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8))
 assert feats.shape == (4, enc.embed_dim), feats.shape
+from pjepa.studies.generative.config import load_study_config, study_presets
+assert {"cifar10_cpu", "tiny"} <= set(study_presets()), study_presets()  # the study's presets are package data
+assert load_study_config("tiny").sample.n > 0
 print(f"wheel OK: pjepa {pjepa.__version__} from {pjepa.__file__}, features {tuple(feats.shape)}")
 PY

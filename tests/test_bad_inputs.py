@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE, TINY, run_cli
 from PIL import Image
 
-from conftest import SMOKE, TINY, run_cli
 from pjepa.cli.main import build_parser
 from pjepa.data import load_dataset
 from pjepa.data.decode import decode_images
@@ -399,6 +399,7 @@ def test_every_numeric_eval_flag_has_a_range():
     assert not plain, f"flags without a range type (use positive_int / non_negative_int / float_in): {plain}"
 
 
+@pytest.mark.slow
 def test_bad_eval_flags_on_the_command_line():
     """The whole path: one line naming the flag, exit status 2, no traceback (one subprocess per flag)."""
     for args, flag in ((["eval", "knn", "--run", "r", "--eval-limit", "-1"], "--eval-limit"),

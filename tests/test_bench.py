@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY, run_cli
+
 from pjepa.errors import ConfigError
 from pjepa.profiling import PartTimer, count_flops, matmul_peak, part
 
@@ -28,12 +28,11 @@ class FakeClock:
 def test_parts_are_exclusive_worked_example():
     """outer 0..10 with inner 2..7 inside: outer 5 s, inner 5 s; a second inner visit adds up."""
     syncs = []
-    with PartTimer(sync=lambda: syncs.append(1), clock=FakeClock(0, 2, 7, 8, 9, 10)) as timer:
-        with part("outer"):
-            with part("inner"):
-                pass
-            with part("inner"):
-                pass
+    with PartTimer(sync=lambda: syncs.append(1), clock=FakeClock(0, 2, 7, 8, 9, 10)) as timer, part("outer"):
+        with part("inner"):
+            pass
+        with part("inner"):
+            pass
     assert timer.seconds == {"outer": 0 - 0 + 2 + (8 - 7) + (10 - 9), "inner": 5 + 1}
     assert list(timer.seconds) == ["outer", "inner"]  # the order parts first ran
     assert len(syncs) == 6  # one per boundary
@@ -52,19 +51,14 @@ def test_part_is_free_without_a_timer():
 
 
 def test_a_part_that_raises_is_still_closed():
-    with PartTimer(clock=FakeClock(0, 1, 3, 4)) as timer:
-        with part("outer"):
-            with pytest.raises(ValueError):
-                with part("inner"):
-                    raise ValueError
+    with PartTimer(clock=FakeClock(0, 1, 3, 4)) as timer, part("outer"), pytest.raises(ValueError), part("inner"):
+        raise ValueError
     assert timer.seconds == {"outer": 1 + 1, "inner": 2}
 
 
 def test_two_timers_at_once_are_refused():
-    with PartTimer():
-        with pytest.raises(RuntimeError, match="already active"):
-            with PartTimer():
-                pass
+    with PartTimer(), pytest.raises(RuntimeError, match="already active"), PartTimer():
+        pass
 
 
 def test_count_flops_linear_forward_backward():
@@ -94,6 +88,7 @@ def test_matmul_peak_is_a_rate(one_thread):
     assert math.isfinite(peak) and peak > 0.01
 
 
+@pytest.mark.slow
 def test_bench_tiny_end_to_end(one_thread):
     from pjepa.train.bench import format_bench, run_bench
 
@@ -114,7 +109,7 @@ def test_bench_tiny_end_to_end(one_thread):
     # fraction (above 1 only by timing noise)
     assert x.shape_limit_calls > 0 and x.shape_limit_ms > 0 and x.shape_limit_gflops > 0
     assert x.fraction_of_shape_limit == pytest.approx(x.shape_limit_ms / x.ms_per_step)
-    assert 0 < x.fraction_of_shape_limit
+    assert x.fraction_of_shape_limit > 0
     assert set(x.shape_limit_ms_by_kind) == {"matmul", "attention", "convolution"}
     assert sum(x.shape_limit_ms_by_kind.values()) == pytest.approx(x.shape_limit_ms)
     json.dumps(r.to_dict())  # --json can print it
@@ -129,6 +124,7 @@ def test_bench_rejects_a_bad_precision():
         run_bench("smoke", [], ["fp64"])
 
 
+@pytest.mark.slow
 def test_bench_cli_json_and_a_typo():
     overrides = [o for o in TINY if not o.startswith(("data.options", "train.max_steps"))]
     ok = run_cli("bench", "--config", "smoke", "--precision", "fp32", "--steps", "1", "--warmup", "0",

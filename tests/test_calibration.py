@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, run_cli
+
 from pjepa.config import load_config
 from pjepa.data import splits_for
 from pjepa.errors import ConfigError
@@ -245,6 +245,13 @@ def test_sampling_times_of_flow_matching_at_its_and_half_its_ode_steps(monkeypat
     times = sampling_times(head, torch.randn(1, 4, 4), torch.Generator().manual_seed(0))
     assert set(times) == {"ode6", "ode3"} and set(seen) == {6, 3} and head.ode_steps == 6  # restored
     realnvp = build_head("flow", 4, 3, objective="nll", hidden=16, layers=2)
+    assert set(sampling_times(realnvp, torch.randn(1, 4, 4), torch.Generator())) == {"default"}
+
+
+def test_sampling_times_of_the_flow_matching_head_by_its_own_name(one_thread):
+    head = build_head("flow_matching", 4, 3, hidden=16, fm_blocks=1, ode_steps=6)
+    assert set(sampling_times(head, torch.randn(1, 4, 4), torch.Generator().manual_seed(0))) == {"ode6", "ode3"}
+    realnvp = build_head("flow", 4, 3, hidden=16, layers=2)
     assert set(sampling_times(realnvp, torch.randn(1, 4, 4), torch.Generator())) == {"default"}
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-
-import pytest
-
 import os
 
+import pytest
 from conftest import run_cli
+
 from pjepa.cli.main import build_parser
 from pjepa.data import expand_data_path
 from pjepa.errors import DataError
@@ -71,6 +70,7 @@ def test_pjepa_data_expands_or_says_what_to_set(monkeypatch, tmp_path):
         expand_data_path("$PJEPA_DATA/x.npz")
 
 
+@pytest.mark.slow
 def test_a_preset_without_its_data_fails_with_one_line_at_start_up(tmp_path):
     out = run_cli("train", "--config", "cifar10/cpu", "--out", str(tmp_path / "r"), env={"PJEPA_DATA": ""})
     assert out.returncode == 2 and "PJEPA_DATA" in out.stderr and "Traceback" not in out.stderr
@@ -134,6 +134,7 @@ def test_every_writing_command_checks_its_output_before_working(tmp_path, tiny_r
     """An output that is a file where a folder is wanted (or the reverse), or a folder that cannot be created,
     is one named error before any work: train, eval, sweep, export, report, plot, table --csv."""
     from conftest import SMOKE, TINY
+
     from pjepa.cli.main import main
 
     a_file = tmp_path / "a-file"
@@ -173,3 +174,15 @@ def test_a_read_only_output_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", read_only)
     with pytest.raises(CheckpointError, match="is not writable \\(Read-only file system\\)"):
         writable_dir(tmp_path, "report folder (--out)")
+
+
+def test_every_parser_records_what_argparse_holds():
+    """The "did you mean" messages read the options and subcommands ``Parser`` records as they are added;
+    an option added past the records (a group, a mutually exclusive group) would never be suggested."""
+    pages = [build_parser()]
+    while pages:
+        p = pages.pop()
+        assert list(p.options) == list(p._option_string_actions), p.prog
+        subs = _subparsers(p)
+        assert (p.subcommands is None) == (not subs) and all(p.subcommands is s for s in subs), p.prog
+        pages += list(p.subcommands.choices.values()) if p.subcommands else []

@@ -15,12 +15,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch._dynamo
+from conftest import SMOKE, TINY
+from test_host_sync import CASES
 from torch import nn
 
-from conftest import SMOKE, TINY
 from pjepa.config import load_config
 from pjepa.methods import METHODS
-from test_host_sync import CASES
 
 #: one case per method (every head shares the I-JEPA trunk's compiled modules)
 METHOD_CASES = {c.split("-")[0]: c for c in sorted(CASES) if c != "ijepa-vicreg"}
@@ -62,6 +62,7 @@ def compiled_steps(case: str, dynamic, tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_CASES))
+@pytest.mark.slow
 def test_compiled_steps_do_not_recompile(method, tmp_path, monkeypatch, one_thread):
     compiled_steps(METHOD_CASES[method], None, tmp_path, monkeypatch)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cli
+
 from pjepa.checks import check_config
 from pjepa.config import Config, build_config, dump_config, load_config, load_yaml, migrate_legacy
 from pjepa.errors import ConfigError

@@ -12,9 +12,9 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE
 from PIL import Image
 
-from conftest import SMOKE
 from pjepa.checks import check_config
 from pjepa.config import load_config
 from pjepa.data import DATASETS, ImageDataset, load_dataset
@@ -446,7 +446,7 @@ def test_synthetic_glyphs_style():
     assert a.labels.bincount().tolist() == [10] * 10
     bright = (a.images.float() / 255).min(dim=1).values > 0.5  # (N, S, S): glyph pixels (noise aside)
     area = bright.float().mean(dim=(1, 2))
-    assert 0.05 < area.min() and area.max() < 0.8  # always some glyphs, never a full image
+    assert area.min() > 0.05 and area.max() < 0.8  # always some glyphs, never a full image
     background = a.images.float()[~bright.unsqueeze(1).expand_as(a.images)] / 255
     assert abs(background.median().item() - 0.2) < 0.02  # the plain background
     with pytest.raises(DataError, match="style='blobs'"):

@@ -147,6 +147,7 @@ def test_an_unknown_sampler_in_the_shared_module_is_named():
         sample_ode(gaussian_denoiser(sched, STD), sched, torch.zeros(2, 1), 5, "euler")
 
 
+@pytest.mark.slow
 def test_a_trained_default_head_samples_the_spread_of_a_gaussian(one_thread):
     """The acceptance case end to end: y ~ N(0, 0.5^2) per coordinate, independent of h; the default
     head (v prediction, DPM-Solver++(2M), 50 steps) trained 800 steps. Measured: 1.000x (seed 0);

@@ -28,7 +28,7 @@ def old_abar(T: int) -> torch.Tensor:
 @pytest.mark.parametrize("name, sched", SCHEDULES, ids=[s[0] for s in SCHEDULES])
 def test_abar_ends_near_pure_noise_and_decreases_strictly_inside_0_1(name, sched):
     abar = sched.abar
-    assert sched.T == int(name.split("-")[1]) and abar.dtype == torch.float64
+    assert int(name.split("-")[1]) == sched.T and abar.dtype == torch.float64
     # measured: linear 7.7e-6 / 2.0e-5 / 3.3e-5 / 4.0e-5, cosine 9.7e-7 / 2.4e-7 / 3.9e-8 / 2.4e-9 at T = 50..1000
     assert abar[-1] < 5e-5
     assert (abar > 0).all() and (abar < 1).all()

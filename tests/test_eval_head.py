@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY, run_cli
+
 from pjepa.config import load_config
 from pjepa.eval.head_metrics import head_metrics
 from pjepa.heads import build_head
@@ -35,6 +35,7 @@ def test_nll_is_reported_exactly_for_heads_with_a_likelihood():
     assert m["sample_spread"] > 0
 
 
+@pytest.mark.slow
 def test_head_metrics_logged_in_training_then_eval_head_and_table(tmp_path):
     run = tmp_path / "mdn"
     train(load_config(SMOKE, TINY + ["head.name=mdn", "eval.periodic_head_subset=8"]), run)

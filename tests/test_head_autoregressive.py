@@ -98,6 +98,7 @@ def grid_density(head: AutoregressiveHead, h: torch.Tensor, half_width: float = 
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_density_integrates_to_one(family, one_thread):
     head = make_head(2, std=0.3, family=family, hidden=16, depth=2, components=3, min_scale=0.05)
     for seed in range(2):

@@ -10,13 +10,16 @@ from pjepa.heads.deterministic import covariance_loss, variance_loss
 B, M, DP, D = 3, 5, 16, 8
 
 
-# Every registered head at its defaults, plus the option sets that change its code path.
+# Every registered head at its defaults, plus the option sets that change its code path ("flow" with
+# objective flow_matching: the spelling of earlier releases, which builds the flow_matching head).
 VARIANTS = [(name, {}, D) for name in HEADS.names()] + [
     ("flow", {"objective": "flow_matching"}, D),
     ("flow", {"objective": "flow_matching", "solver": "euler", "ode_steps": 3}, D),
     ("flow", {"actnorm": False}, D),
     ("flow", {}, 1),  # one coordinate: every coupling is an h-dependent affine map
     ("flow", {"objective": "flow_matching"}, 1),
+    ("flow_matching", {"solver": "euler", "ode_steps": 3}, D),
+    ("flow_matching", {}, 1),
     ("autoregressive", {"family": "logistic"}, D),
     ("autoregressive", {"actnorm": False}, 1),
     ("mdn", {"components": 1, "hidden": 8}, D),

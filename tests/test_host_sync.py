@@ -14,8 +14,8 @@ import contextlib
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.config import load_config
 from pjepa.heads import HEADS
 from pjepa.methods import METHODS

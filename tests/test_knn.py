@@ -167,6 +167,15 @@ def test_errors_name_the_bad_value(kwargs: dict, message: str) -> None:
     assert message in str(info.value)
 
 
+def test_a_non_tensor_is_a_type_error_not_a_config_error() -> None:
+    """A list where a tensor belongs is the calling code's bug, not something a user typed."""
+    bank, labels, queries = _worked_example()
+    with pytest.raises(TypeError, match="train_features must be a torch.Tensor, got list"):
+        knn_predict(bank.tolist(), labels, queries, 3, k=3)
+    with pytest.raises(TypeError, match="train_labels must be a torch.Tensor, got list"):
+        knn_predict(bank, labels.tolist(), queries, 3, k=3)
+
+
 def test_evaluate_checks_query_labels() -> None:
     bank, labels, queries = _worked_example()
     with pytest.raises(ConfigError, match="query_labels has 2 labels but the features have 3 rows"):

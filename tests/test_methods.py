@@ -13,13 +13,12 @@ import copy
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.checks import check_config
 from pjepa.config import load_config
 from pjepa.methods import METHODS, Batch, Method, Monitors, StepOutput, build_method
 from pjepa.models import ema_update
-
 
 #: Per-method overrides: keep the tiny model tiny (MAE's default decoder is 512 x 8), give what is required.
 SIZES = {"mae": ["mask.name=random", "method.options={decoder_dim: 16, decoder_depth: 1, decoder_heads: 2}"],
@@ -137,7 +136,7 @@ def test_a_continued_run_repeats_the_uninterrupted_one(name, one_thread):
     assert run_steps(second, opt2, range(3, 6)) == ref_losses[3:]
 
 
-@pytest.mark.parametrize("head", ["diffusion", "flow"])
+@pytest.mark.parametrize("head", ["diffusion", "flow", "flow_matching"])  # flow: objective flow_matching, migrated
 def test_stochastic_heads_draw_from_the_batch_generator(head):
     """Same batch generators -> same loss, whatever the global RNG; another noise seed -> another loss."""
     torch.manual_seed(0)

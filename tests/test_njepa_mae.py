@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.checks import check_config
 from pjepa.config import load_config
 from pjepa.errors import ConfigError

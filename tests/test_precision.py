@@ -7,15 +7,16 @@ import json
 
 import pytest
 import torch
-
-import pjepa.runs.precision as precision
 from conftest import SMOKE, TINY
+
+import pjepa.train.precision as precision
 from pjepa.cli.main import main
 from pjepa.config import load_config
 from pjepa.errors import ConfigError
 from pjepa.heads import HEADS, build_head
 from pjepa.runs import Run
-from pjepa.runs.precision import ProbeResult, cache_path, eval_amp_dtype, probe_cpu_bf16, resolve_precision
+from pjepa.runs.precision import DTYPES, eval_amp_dtype
+from pjepa.train.precision import ProbeResult, cache_path, probe_cpu_bf16, resolve_precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda:0")
 
@@ -80,7 +81,7 @@ def test_auto_on_cpu_follows_the_probe_ratio(probe, ratio, name):
 def test_auto_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, no_probe, bf16, name, scaler):
     fake_cuda(monkeypatch, bf16)
     p = resolve_precision("auto", CUDA, width=384, threads=8)
-    assert (p.name, p.amp_dtype, p.use_scaler, p.device_type) == (name, precision.DTYPES[name], scaler, "cuda")
+    assert (p.name, p.amp_dtype, p.use_scaler, p.device_type) == (name, DTYPES[name], scaler, "cuda")
 
 
 @pytest.mark.parametrize("requested, device, dtype, scaler", [

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.checks import check_config
 from pjepa.cli.main import main
 from pjepa.config import load_config

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.checks import check_config
-from pjepa.presets import PRESET_DIR
 from pjepa.config import build_config, load_config, migrate_legacy
 from pjepa.errors import ConfigError
 from pjepa.methods import build_method
+from pjepa.presets import PRESET_DIR
 from pjepa.regularisers import REGULARISERS, build_regulariser
 from pjepa.regularisers.sigreg import SIGReg, random_directions, trapezoid_knots
 from pjepa.regularisers.vicreg import covariance_loss, variance_loss
@@ -84,6 +84,7 @@ def test_sigreg_is_invariant_to_a_rotation_of_the_embeddings_in_expectation():
     assert a == pytest.approx(b, rel=0.05)
 
 
+@pytest.mark.slow
 def test_sigreg_matches_an_independent_float64_integral():
     """The 17-knot trapezoid on [0, 3] against a fine complex-valued quadrature on [-3, 3] in numpy."""
     x = torch.randn(200, 6, generator=torch.Generator().manual_seed(6)) * 1.3 + 0.2

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import signal
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
 import torch
-
 from conftest import ROOT, SMOKE, TINY, run_cli
+
 from pjepa.config import load_config
 from pjepa.errors import CheckpointError
 from pjepa.runs.checkpoint import load_checkpoint
@@ -38,6 +38,7 @@ def losses(run) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(run) if "train/loss" in r}
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_continues_bit_identically(tmp_path):
     # log_every=2: the signal at step 6 stops the run at step 7, inside a logging window
     args = ["train", "--config", str(SMOKE), *TINY, "train.max_steps=12", "train.ckpt_every=4",
@@ -127,6 +128,7 @@ def tiny_args(out, *extra):
             "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_directory(tmp_path):
     from pjepa.runs import RunLock
 
@@ -140,6 +142,7 @@ def test_one_writer_per_run_directory(tmp_path):
     assert not (run / ".lock").exists()  # released at the end
 
 
+@pytest.mark.slow
 def test_a_fresh_run_into_an_existing_one_is_refused_unless_forced(tmp_path):
     run = tmp_path / "run"
     assert run_cli(*tiny_args(run)).returncode == 0
@@ -150,6 +153,7 @@ def test_a_fresh_run_into_an_existing_one_is_refused_unless_forced(tmp_path):
     assert sorted(losses(run)) == [2]  # the old log (steps 2, 4) is gone: log_every=2 in TINY
 
 
+@pytest.mark.slow
 def test_a_resume_may_not_change_the_experiment_and_records_what_it_changes(tmp_path):
     run = tmp_path / "run"
     assert run_cli(*tiny_args(run)).returncode == 0
@@ -167,6 +171,7 @@ def test_a_resume_may_not_change_the_experiment_and_records_what_it_changes(tmp_
     assert sorted(losses(run)) == [2, 4, 6]  # log_every=2 in TINY: each step once
 
 
+@pytest.mark.slow
 def test_auto_resume_continues_or_starts(tmp_path):
     run = tmp_path / "run"
     first = run_cli(*tiny_args(run, "train.max_steps=2"), "--auto-resume")  # nothing there: starts
@@ -186,7 +191,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
     still holds the first one, complete, and no temporary folder is left."""
     import errno
 
-    import pjepa.runs.state_io as state_io
+    import pjepa.atomic as atomic
 
     calls = {"saves": 0}
     real_fdopen = os.fdopen
@@ -201,7 +206,7 @@ def test_a_full_disk_is_a_named_error_and_keeps_the_previous_checkpoint(tmp_path
                 raise OSError(errno.ENOSPC, "No space left on device")
         return f
 
-    monkeypatch.setattr(state_io.os, "fdopen", fdopen)
+    monkeypatch.setattr(atomic.os, "fdopen", fdopen)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"cannot write .*model.safetensors.*No space left on device"):
         train(load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=4"]), run)
@@ -254,6 +259,7 @@ def test_corrupt_run_files_are_named_errors(tiny_run, tmp_path, name, content, c
     assert name.split("/")[-1] in r.stderr.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_kill_during_the_first_checkpoint_write_restarts_cleanly(tmp_path):
     """SIGKILL between the first checkpoint's two files: no complete checkpoint exists; --resume says so by
     name, a plain restart is refused, --auto-resume starts again and ends equal to an uninterrupted run."""
@@ -396,6 +402,7 @@ def test_a_crafted_state_file_is_a_named_error(tmp_path, skeleton):
         load_tree(path)
 
 
+@pytest.mark.slow
 def test_a_state_tree_that_is_not_a_training_state_is_named_on_resume(tmp_path):
     from pjepa.runs.state_io import save_tree
 
@@ -406,3 +413,44 @@ def test_a_state_tree_that_is_not_a_training_state_is_named_on_resume(tmp_path):
     r = run_cli("train", "--resume", str(run), "train.max_steps=4")
     assert r.returncode == 2 and "does not hold a pjepa training state (KeyError" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_full_disk_under_tensorboard_is_a_named_error_and_the_run_resumes(tmp_path, monkeypatch, capfd, one_thread):
+    """TensorBoard writes from its own thread; when its event file meets a full disk, training ends with a
+    CheckpointError naming RUN/tb (no raw traceback from the thread), the checkpoint written before is intact
+    and ``--resume`` finishes the run."""
+    import errno
+
+    from tensorboard.summary.writer import record_writer
+
+    real_write, full = record_writer.RecordWriter.write, {"on": False}
+
+    def write(self, data):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    import pjepa.train.loop as loop
+
+    real_save = loop.Trainer._save
+
+    def save(self, *a, **k):  # the disk fills up right after the first checkpoint
+        out = real_save(self, *a, **k)
+        full["on"] = True
+        return out
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    monkeypatch.setattr(loop.Trainer, "_save", save)
+    run = tmp_path / "run"
+    cfg = load_config(SMOKE, TINY + ["train.eval_every=0", "train.ckpt_every=4", "train.log_every=2",
+                                      "train.max_steps=12"])
+    with pytest.raises(CheckpointError, match=r"cannot write TensorBoard events to .*tb: No space left"):
+        train(cfg, run)
+    assert "Traceback" not in capfd.readouterr().err
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 4
+    full["on"] = False
+    monkeypatch.setattr(loop.Trainer, "_save", real_save)
+    train(cfg, run, resume=True)
+    _, state = load_checkpoint(run / "checkpoints", "last")
+    assert state["step"] == 12

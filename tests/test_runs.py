@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from conftest import SMOKE, TINY, run_cli
+
 from pjepa.config import MASK_OPTION_KEYS, load_config
 from pjepa.errors import CheckpointError
 from pjepa.eval.protocols.knn import evaluate_knn
@@ -76,6 +76,7 @@ def test_a_config_that_no_longer_fits_is_a_named_error(trained, tmp_path):
     assert out.returncode == 2 and "does not fit this pjepa version" in out.stderr and "lr_warp" in out.stderr
 
 
+@pytest.mark.slow
 def test_resume_reads_the_config_through_the_run(trained, tmp_path):
     import shutil
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMOKE, TINY
 
 import pjepa.data
-from conftest import SMOKE, TINY
 from pjepa.config import load_config
 from pjepa.data import ImageDataset, splits_for
 from pjepa.eval.finetune import Recipe

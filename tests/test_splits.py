@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SMOKE, TINY
+
 from pjepa.config import load_config
 from pjepa.data import carve_validation, splits_for
 from pjepa.errors import DataError

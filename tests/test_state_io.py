@@ -1,4 +1,4 @@
-"""Pickle-free training-state files: round trips, type tags, errors, atomic writes."""
+"""Pickle-free training-state files: round trips, type tags, errors, atomic writes (``pjepa.atomic``: test_atomic.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pjepa import atomic
 from pjepa.errors import CheckpointError
 from pjepa.runs import state_io
-from pjepa.runs.state_io import atomic_write_bytes, load_tree, save_tree
+from pjepa.runs.state_io import load_tree, save_tree
 
 
 def _assert_same(a, b) -> None:
@@ -151,29 +152,13 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkey
     def broken_replace(src, dst):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(state_io.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(CheckpointError, match=r"cannot write .*disk full \(simulated\)"):
         save_tree(target, {"step": 2, "w": torch.ones(100)})
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
     monkeypatch.undo()
     assert load_tree(target) == {"step": 1}
-
-
-def test_failed_write_leaves_no_temp(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(state_io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("io error")))
-    with pytest.raises(CheckpointError, match="cannot write .*io error"):
-        atomic_write_bytes(tmp_path / "x.bin", b"data")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_bytes_overwrites(tmp_path: Path) -> None:
-    atomic_write_bytes(tmp_path / "x.bin", b"one")
-    atomic_write_bytes(str(tmp_path / "x.bin"), b"two")
-    assert (tmp_path / "x.bin").read_bytes() == b"two"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
-    with pytest.raises(CheckpointError, match="does not exist"):
-        atomic_write_bytes(tmp_path / "missing_dir" / "x.bin", b"")
 
 
 def test_missing_file_names_path(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,13 +18,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, SMOKE, TINY
+
 from pjepa.cli.main import main
 from pjepa.errors import ConfigError
 from pjepa.runs import save_checkpoint
-from pjepa.sweep import (PointJob, grid_points, parse_grid, plan_sweep, point_jobs, run_local, run_sweep,
-                         settle_sweep_dir)
+from pjepa.sweep import (
+    PointJob,
+    grid_points,
+    parse_grid,
+    plan_sweep,
+    point_jobs,
+    run_local,
+    run_sweep,
+    settle_sweep_dir,
+)
 from pjepa.sweep.grid import split_top_level
 from pjepa.sweep.runner import Children, time_left
 from pjepa.sweep.state import DONE_FILE, eval_current, mark_done, recorded_seconds, run_state
@@ -322,6 +330,7 @@ def _sweep_cli(out: Path, options: list[str], overrides: list[str]) -> list[str]
     return [sys.executable, "-m", "pjepa", "sweep", "--config", str(SMOKE), "--out", str(out), *options, *overrides]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_continues_with_the_same_command(tmp_path, monkeypatch, capfd):
     """A real run: SIGTERM to the sweep -> pjepa train saves checkpoints/last, the sweep exits 143; the same
     command resumes the run, evaluates it, and a third time skips it; pjepa table reads the sweep folder."""
@@ -361,6 +370,7 @@ def test_interrupted_sweep_continues_with_the_same_command(tmp_path, monkeypatch
     assert [r["run"] for r in rows] == ["smoke"] and rows[0]["steps"] == 80 and rows[0]["vs_best"] == "best"
 
 
+@pytest.mark.slow
 def test_submitit_launcher_on_the_local_executor(tmp_path, monkeypatch, capfd):
     """One job per point with work left (submitit's LocalExecutor runs it here); submitting again: nothing to do."""
     pytest.importorskip("submitit")

@@ -7,14 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SMOKE
+
 from pjepa.cli.main import main
 from pjepa.config import dump_config, load_config
 from pjepa.errors import PJepaError
 from pjepa.eval.stats import welch
-from pjepa.eval.table import (add_noise_column, cell, expand_run_dirs, noise_metric, pairs_markdown, table_rows, to_csv,
-                              to_markdown)
+from pjepa.eval.table import (
+    add_noise_column,
+    cell,
+    expand_run_dirs,
+    noise_metric,
+    pairs_markdown,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
 
 KNN = {"deterministic": [40.0, 41.0, 42.0], "mdn": [37.5, 38.5, 36.0], "flow": [41.5, 39.5, 40.5]}
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, SMOKE, TINY, run_cli, run_group
+
 from pjepa.config import load_config
 from pjepa.eval.protocols.knn import evaluate_knn
 from pjepa.runs.checkpoint import load_checkpoint
@@ -80,6 +80,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("extra", [["head.name=deterministic"], ["head.name=diffusion"], ["head.name=flow"],
                                    ["reg.name=sigreg", "method.options.target=online"]],
                          ids=["deterministic", "diffusion", "flow", "sigreg-online"])
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, extra):
     # diffusion draws its noise from the per-step-seeded global RNG; flow has ActNorm's data-dependent init;
     # SIGReg draws its directions from a generator seeded by the step
@@ -135,6 +136,7 @@ def test_a_non_finite_loss_before_any_checkpoint_says_nothing_is_kept(tmp_path, 
         train(load_config(SMOKE, TINY + ["train.eval_every=0"]), tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_cli_dry_run_and_errors(tmp_path):
     out = run_cli("train", "--config", str(SMOKE), "--dry-run", "optim.lr=0.5")
     assert out.returncode == 0 and "lr: 0.5" in out.stdout

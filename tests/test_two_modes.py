@@ -9,9 +9,9 @@ new head is held to it automatically.
 
 import pytest
 import torch
+from toy import mode_fractions, train_toy, two_mode_batch
 
 from pjepa.heads import HEADS, build_head
-from toy import mode_fractions, train_toy, two_mode_batch
 
 D, COND = 2, 8
 
@@ -32,6 +32,7 @@ def test_every_registered_head_has_a_toy_setting():
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.slow
 def test_two_modes(case, one_thread):
     options, steps, lr = TOY[case]
     torch.manual_seed(0)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import SMOKE, TINY, run_cli
+
 from pjepa.config import load_config
 from pjepa.errors import ConfigError
 from pjepa.masking import build_mask_sampler
@@ -198,6 +198,7 @@ def test_reliability_draws_one_curve_per_calibrated_run(runs, tmp_path):
         (runs["mdn"].eval_dir / "calibration.json").unlink()
 
 
+@pytest.mark.slow
 def test_report_is_one_page_with_every_applicable_figure(runs, tmp_path):
     tb_own = sorted((runs["mdn"].path / "tb").glob("events.*"))
     before = [(p.name, p.stat().st_size) for p in tb_own]
@@ -223,6 +224,7 @@ def test_report_is_one_page_with_every_applicable_figure(runs, tmp_path):
     assert {"loss", "knn", "mdn-masks", "mdn-mdn", "mdn-imagination"} <= set(figs.Tags()["images"])
 
 
+@pytest.mark.slow
 def test_plot_cli_writes_into_the_run_and_names_unknown_figures(runs):
     r = run_cli("plot", "masks", str(runs["mdn"].path))
     assert r.returncode == 0, r.stderr
@@ -238,6 +240,7 @@ def test_figures_that_do_not_apply_say_so(runs, tmp_path):
         make_figure("nope", [runs["mae"]], tmp_path)
 
 
+@pytest.mark.slow
 def test_report_has_contents_captions_readable_tables_and_names_what_a_run_cannot_have(runs, tmp_path):
     page, _ = write_report([r.path for r in runs.values()], tmp_path / "html", tensorboard=False, formats=["pdf"],
                            dpi=120)

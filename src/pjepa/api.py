@@ -110,6 +110,15 @@ def load_encoder(path: str | Path, encoder: str = "target", checkpoint: str = "l
     return enc.to(device)
 
 
+def encoder_architecture(path: str | Path) -> dict[str, Any]:
+    """The sizes of an encoder file written by ``pjepa export`` / ``pjepa import``, read from the JSON beside it
+    without loading the weights: ``img_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``,
+    ``mlp_ratio`` (and ``preprocessing`` where the file records it)."""
+    from pjepa.models.timm_format import read_architecture
+
+    return read_architecture(path)
+
+
 def _from_run(path: Path, which: str, checkpoint: str) -> Encoder:
     from pjepa.methods.load import load_run_method
     from pjepa.runs import Run

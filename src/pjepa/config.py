@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -36,12 +36,17 @@ class DataConfig:
     """
 
     name: str = "synthetic"  # a registered dataset: see `pjepa.data.DATASETS`
-    path: Optional[Union[str, list[str]]] = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
+    path: str | list[str] | None = None  # file, folder, list or glob; $PJEPA_DATA expands; None = built-in / download
     train_split: str = "train"  # the split pretrained on
     eval_split: str = "val"  # the reported split: queries of `pjepa eval`
     val_fraction: float = 0.1  # held out of the bank split for validation; 0 = validate on eval_split (not advised)
-    bank_split: Optional[str] = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
+    bank_split: str | None = None  # kNN bank; None = train_split (set e.g. "train" when pretraining on STL-10 "unlabeled")
     options: dict[str, Any] = field(default_factory=dict)  # the loader's own options (e.g. num_classes)
+    # Where the decoded splits live: "memory" (one uint8 tensor per split, per process) or "disk" (decoded
+    # once into a file under cache_dir, each batch's rows read from it: data larger than memory, one copy
+    # shared by all DDP ranks).
+    cache: Literal["memory", "disk"] = "memory"
+    cache_dir: str | None = None  # the disk cache's folder ($VARS and ~ expand); None = $PJEPA_CACHE/decoded
     image_size: int = 32  # model resolution: random-resized-crop / resize target
     crop_scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area range (fraction of the image)
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # random-resized-crop aspect range
@@ -81,7 +86,7 @@ class ModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     # Start the encoders from this file (written by `pjepa export` / `pjepa import`: timm-layout
     # safetensors + JSON) instead of a random initialisation; None = random.
-    init: Optional[str] = None
+    init: str | None = None
     # Random initialisation: "pjepa" (patch embedding at PyTorch's Conv2d default, predictor residual
     # branches unscaled) or "official" (I-JEPA's: trunc-normal(0.02) patch embedding, predictor
     # residual branches divided by sqrt(2 * layer) like the encoder's).
@@ -153,7 +158,7 @@ class TrainConfig:
     ema: tuple[float, float] = (0.998, 1.0)  # the EMA teacher's momentum, [start, end] over the run
     ema_schedule: Literal["cosine", "linear"] = "cosine"
     # auto: bf16 autocast on CUDA (fp16 + GradScaler without bf16), on a CPU bf16 only where a probe measures it
-    # clearly faster (pjepa.runs.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
+    # clearly faster (pjepa.train.precision); fp32 | bf16 | fp16 are honoured on every device (fp16: CUDA only)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False  # torch.compile each transformer block of the method, symbolic sizes (pjepa.train.compile)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -227,6 +232,9 @@ MOVED_KEYS: dict[str, str] = {
 VICREG_METHOD_OPTIONS = ("var_weight", "cov_weight")
 MASK_OPTION_KEYS = ("num_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
                     "min_context", "num_candidates")
+#: Options of the ``flow_matching`` head that the ``flow`` head took (and ignored under ``objective: nll``)
+#: while flow matching was one of its objectives; ``hidden`` is both heads' own.
+FLOW_MATCHING_OPTIONS = ("hidden", "ode_steps", "solver", "fm_blocks")
 
 
 # --------------------------------------------------------------------------- coercion
@@ -297,27 +305,33 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported schema type {tp}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    """Build dataclass ``cls`` from a (partial) mapping; unknown keys are errors."""
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "", what: str = "config",
+                    moved: collections.abc.Mapping[str, str] | None = None) -> Any:
+    """Dataclass ``cls`` (a schema of nested dataclasses) from a partial mapping, values coerced to the fields' types.
+
+    An unknown key is a ConfigError naming it ("unknown {what} key ...") and listing the valid keys of its
+    section; a key in ``moved`` (full dotted name -> its new name) says where it went. Any schema in this form
+    builds here: ``Config`` (``build_config``) and the generative study's options.
+    """
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or what} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
         key = f"{prefix + '.' if prefix else ''}{unknown[0]!s}"
-        if key in MOVED_KEYS:
-            raise ConfigError(f"config key {key} moved to {MOVED_KEYS[key]}; write {MOVED_KEYS[key]}=... instead")
+        if moved and key in moved:
+            raise ConfigError(f"{what} key {key} moved to {moved[key]}; write {moved[key]}=... instead")
         where = prefix or "the top level"
-        raise ConfigError(f"unknown config key {key} (valid keys at {where}: {', '.join(names)})")
+        raise ConfigError(f"unknown {what} key {key} (valid keys at {where}: {', '.join(names)})")
     kwargs = {}
     for name in names:
         if name not in data:
             continue
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], key)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            kwargs[name] = build_dataclass(tp, data[name], key, what, moved)
         else:
             kwargs[name] = coerce(data[name], tp, key)
     return cls(**kwargs)
@@ -408,8 +422,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
-    """A config mapping of pjepa 0.1 (``train.method``, flat ``model``/``mask`` keys, ``data.val_split``)
-    rewritten in today's layout. Old runs validated on their reported split: ``val_fraction`` becomes 0."""
+    """A config mapping of pjepa 0.1 (``train.method``, flat ``model``/``mask`` keys, ``data.val_split``), or of
+    a later release (VICReg weights among the method's options, flow matching as an objective of the flow
+    head), rewritten in today's layout. Old runs validated on their reported split: ``val_fraction`` becomes 0."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for old, new in MOVED_KEYS.items():
         sec, key = old.split(".")
@@ -426,7 +441,7 @@ def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
     flat = {k: mask.pop(k) for k in MASK_OPTION_KEYS if k in mask}
     if flat:
         mask.setdefault("options", {}).update(flat)
-    return migrate_method_vicreg(data)
+    return migrate_head(migrate_method_vicreg(data))
 
 
 def has_method_vicreg(data: dict[str, Any]) -> bool:
@@ -451,22 +466,67 @@ def migrate_method_vicreg(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def migrate_flow_head(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(head.name, head.options)`` in today's layout: flow matching was ``head.name: flow`` with
+    ``objective: flow_matching`` and is now the ``flow_matching`` head; ``objective: nll`` is the ``flow`` head.
+
+    A ``flow`` head with an ``objective`` (every run directory of those releases has one) keeps only the
+    chosen head's options: the other objective's were ignored then. Flow-matching options on a ``flow``
+    head without an ``objective`` chose nothing and are a ConfigError that names the new head; so is an
+    objective that never existed. Any other head passes unchanged (``options`` is not modified).
+    """
+    if name != "flow" or not isinstance(options, dict):
+        return name, options
+    moved = [k for k in FLOW_MATCHING_OPTIONS[1:] if k in options]
+    if "objective" not in options:
+        if moved:
+            raise ConfigError(f"head.options.{moved[0]}={options[moved[0]]!r}: flow matching is its own head now; "
+                              f"write head.name=flow_matching (the flow head is the RealNVP, trained by exact NLL)")
+        return name, options
+    objective = options["objective"]
+    if objective == "flow_matching":
+        return "flow_matching", {k: v for k, v in options.items() if k in FLOW_MATCHING_OPTIONS}
+    if objective == "nll":
+        return name, {k: v for k, v in options.items() if k != "objective" and k not in moved}
+    raise ConfigError(f"head.options.objective={objective!r}: the objectives are heads now; write head.name=flow "
+                      "(conditional RealNVP, exact NLL) or head.name=flow_matching, without an objective")
+
+
+def has_legacy_flow_head(data: dict[str, Any]) -> bool:
+    """True for a config whose ``flow`` head still names an ``objective`` (flow matching was one of them)."""
+    head = data.get("head") or {}
+    return (isinstance(head, dict) and head.get("name") == "flow"
+            and isinstance(head.get("options"), dict) and "objective" in head["options"])
+
+
+def migrate_head(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its ``head`` section in today's layout (``migrate_flow_head``); other sections unchanged."""
+    head = data.get("head")
+    if not isinstance(head, dict) or head.get("name") != "flow":
+        return data
+    name, options = migrate_flow_head("flow", head.get("options") or {})
+    if name == "flow" and options == (head.get("options") or {}):
+        return data
+    return {**data, "head": {**head, "name": name, "options": options}}
+
+
 def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
     """Schema defaults <- ``data`` <- dotted ``overrides``, coerced to the schema's types.
 
     Values are typed here; ranges, cross-field rules and plug-in options are
     checked by ``pjepa.checks.check_config`` (which needs the registries).
     """
-    merged = merge(data or {}, parse_overrides(overrides or []))
-    return _build(Config, merged, "")
+    # migrated after the overrides: `head.options.objective=flow_matching` on a flow preset still means flow matching
+    merged = migrate_head(merge(data or {}, parse_overrides(overrides or [])))
+    return build_dataclass(Config, merged, moved=MOVED_KEYS)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     return build_config(load_yaml(path) if path is not None else {}, overrides)
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for YAML/JSON dumps."""
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) of a schema dataclass (``Config`` or another), for YAML/JSON dumps."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, (list, tuple)):

@@ -3,11 +3,13 @@
 ``--config`` takes a path to a YAML file or a preset name: ``smoke``,
 ``cifar10/cpu``, ``tin100/mdn`` (with or without ``.yaml``). A preset's data
 path is written as ``$PJEPA_DATA/<file>``, resolved when the data is loaded
-(see ``pjepa.data.expand_data_path``).
+(see ``pjepa.data.expand_data_path``). ``PresetFolder`` does the look-up for any
+folder of presets: the training configs (``CONFIGS``) and the generative study's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pjepa.errors import ConfigError
@@ -15,28 +17,53 @@ from pjepa.errors import ConfigError
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 
 
+@dataclass(frozen=True)
+class PresetFolder:
+    """A folder of YAML presets shipped with the package, and how the command line names it.
+
+    The training configs are ``CONFIGS``; another schema (the generative study's options) keeps its presets in
+    a folder of its own and looks them up the same way.
+    """
+
+    root: Path
+    option: str = "--config"  # the command-line option that takes a preset name or a YAML path
+    listing: str = "`pjepa presets`"  # what lists every preset of the folder
+
+    def names(self) -> list[str]:
+        """Every preset, as ``dir/name`` without ``.yaml`` (bases that only feed others included)."""
+        return sorted(str(p.relative_to(self.root).with_suffix("")) for p in self.root.rglob("*.yaml"))
+
+    def resolve(self, name_or_path: str | Path) -> Path:
+        """An existing YAML file as given, else the preset of that name; a ConfigError otherwise."""
+        path = Path(name_or_path)
+        if path.is_file():
+            return path
+        if path.is_dir():
+            yamls = sorted(p.name for p in path.glob("*.yaml"))[:6]
+            hint = f" (it holds {', '.join(yamls)})" if yamls else ""
+            raise ConfigError(f"{self.option} {name_or_path} is a folder, not a config file{hint}: pass one YAML "
+                              f"file or a preset name ({self.listing} lists them)")
+        name = str(name_or_path).removesuffix(".yaml")
+        for candidate in (self.root / f"{name}.yaml", self.root / f"{name.removeprefix('configs/')}.yaml"):
+            if candidate.is_file():
+                return candidate
+        close = [n for n in self.names() if name.split("/")[-1] in n] or self.names()[:8]
+        raise ConfigError(f"{self.option} {name_or_path}: no such file and no preset of that name "
+                          f"(presets like it: {', '.join(close)}; {self.listing} lists all)")
+
+
+#: The training configs (``--config``).
+CONFIGS = PresetFolder(PRESET_DIR)
+
+
 def preset_names() -> list[str]:
-    """Every preset, as ``dir/name`` without ``.yaml`` (bases that only feed others included)."""
-    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
+    """Every training preset, as ``dir/name`` without ``.yaml`` (bases that only feed others included)."""
+    return CONFIGS.names()
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """An existing YAML file as given, else the built-in preset of that name; a ConfigError otherwise."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        yamls = sorted(p.name for p in path.glob("*.yaml"))[:6]
-        hint = f" (it holds {', '.join(yamls)})" if yamls else ""
-        raise ConfigError(f"--config {name_or_path} is a folder, not a config file{hint}: pass one YAML file or "
-                          "a preset name (`pjepa presets` lists them)")
-    name = str(name_or_path).removesuffix(".yaml")
-    for candidate in (PRESET_DIR / f"{name}.yaml", PRESET_DIR / f"{name.removeprefix('configs/')}.yaml"):
-        if candidate.is_file():
-            return candidate
-    close = [n for n in preset_names() if name.split("/")[-1] in n] or preset_names()[:8]
-    raise ConfigError(f"--config {name_or_path}: no such file and no preset of that name "
-                      f"(presets like it: {', '.join(close)}; `pjepa presets` lists all)")
+    """An existing YAML file as given, else the built-in training preset of that name; a ConfigError otherwise."""
+    return CONFIGS.resolve(name_or_path)
 
 
 def describe(path: Path, width: int = 100) -> str:

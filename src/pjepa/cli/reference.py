@@ -10,7 +10,6 @@ rewrites both pages; a test fails when the committed pages differ from what the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import os
@@ -20,6 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from pjepa.cli.parser import Parser
 from pjepa.config import Config
 
 #: argparse wraps help to the terminal: a fixed width makes the page the same everywhere.
@@ -67,7 +67,7 @@ def _section(cls: type, prefix: str) -> list[str]:
     hints, comments, nested = typing.get_type_hints(cls), _field_comments(cls), []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             nested.append((tp, f"{prefix}.{f.name}"))
             continue
         out.append(f"| `{prefix}.{f.name}` | `{_cell(_type_name(tp))}` | {_cell(_default(f))} | "
@@ -113,11 +113,9 @@ def config_reference() -> str:
     return "\n".join(head + body + _plugins()).rstrip() + "\n"
 
 
-def _walk(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.ArgumentParser]]:
-    from pjepa.cli.main import _subparsers
-
+def _walk(parser: Parser, name: str) -> list[tuple[str, Parser]]:
     out = [(name, parser)]
-    subs = _subparsers(parser)
+    subs = parser.subcommands
     for sub_name, sub in (subs.choices.items() if subs else []):
         out += _walk(sub, f"{name} {sub_name}")
     return out

@@ -3,27 +3,39 @@
     ds = load_dataset("tiny-imagenet-100", "train", path="data/tin100_train_*_jpeg.npz")
     ds.images  # uint8 (N, 3, H, W), decoded once
     ds.labels  # int64 (N,)
+    ds = load_dataset("imagefolder", "train", path="/data/imagenet100", cache="disk", image_size=224)
+    ds.images[idx]  # decoded once into a file (pjepa.data.diskcache); each read gives a uint8 tensor
 
-Every loader is ``loader(split, path, **options) -> ImageDataset`` and lives in
-``DATASETS``; importing this package imports (and so registers) all of them.
+Every loader is ``loader(split, path, **options) -> ImageDataset``, registered in
+``DATASETS`` by its own module (``@DATASETS.register("name")``); importing this
+package imports every module of it, and so registers all of them: a new dataset is
+one new file.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from pjepa.data import cifar, imagefolder, npz, stl10, synthetic, tiny_imagenet  # noqa: F401  (register)
-from pjepa.data.base import ImageDataset
+from pjepa.data.base import ImageDataset, Images
+from pjepa.data.diskcache import load_cached
+from pjepa.data.diskimages import DiskImages
 from pjepa.data.registry import DATASETS
 from pjepa.data.splits import Splits, carve_validation, load_splits, splits_for
 from pjepa.data.transforms import channel_stats, random_resized_crop_flip, resize_normalize
 from pjepa.errors import DataError
+from pjepa.registry import import_modules
+
+import_modules(__name__, __path__)  # each loader module registers itself
 
 __all__ = [
+    "CACHE_MODES",
     "DATASETS",
+    "DiskImages",
     "ImageDataset",
+    "Images",
     "channel_stats",
     "Splits",
     "carve_validation",
@@ -37,6 +49,10 @@ __all__ = [
 ]
 
 
+#: Where a decoded split lives (``data.cache``): one tensor in memory, or a file read row by row.
+CACHE_MODES = ("memory", "disk")
+
+
 def dataset_options(name: str) -> list[str]:
     """The option names the loader ``name`` accepts (its keyword-only parameters)."""
     params = inspect.signature(DATASETS.get(name)).parameters.values()
@@ -47,6 +63,9 @@ def load_dataset(
     name: str,
     split: str,
     path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    cache: str = "memory",
+    cache_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> ImageDataset:
     """Load ``split`` of the registered dataset ``name``.
@@ -54,6 +73,9 @@ def load_dataset(
     ``path`` is a file, folder, glob or list of files (what each loader reads
     is in its docstring); None means "download into the cache" where the
     dataset supports it. Unknown ``options`` raise DataError naming them.
+    ``cache="disk"`` decodes the split once into a folder under ``cache_dir``
+    (default ``$PJEPA_CACHE/decoded``) and reads rows from there
+    (``pjepa.data.diskcache``); ``"memory"`` holds it as one tensor.
     """
     loader = DATASETS.get(name)
     known = dataset_options(name)
@@ -65,7 +87,12 @@ def load_dataset(
         )
     if not isinstance(split, str) or not split:
         raise DataError(f"split must be a non-empty string like 'train', got {split!r}")
-    return loader(split, expand_data_path(path), **options)
+    if cache not in CACHE_MODES:
+        raise DataError(f"data.cache={cache!r}: choose {' or '.join(CACHE_MODES)}")
+    path = expand_data_path(path)
+    if cache == "memory":
+        return loader(split, path, **options)
+    return load_cached(name, split, path, options, lambda: loader(split, path, **options), cache_dir)
 
 
 def _expand(p: str | os.PathLike) -> str | os.PathLike:

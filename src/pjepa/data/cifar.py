@@ -45,7 +45,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 for _mod in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_mod}.multiarray", "_reconstruct")] = _multiarray._reconstruct
     _ALLOWED[(f"{_mod}.multiarray", "scalar")] = _multiarray.scalar
-    _ALLOWED[(f"{_mod}.numeric", "_frombuffer")] = _numeric._frombuffer
+    _ALLOWED[(f"{_mod}.numeric", "_frombuffer")] = _numeric._frombuffer  # type: ignore[attr-defined]  # private
 
 SPECS: dict[str, dict[str, Any]] = {
     "cifar10": {
@@ -190,6 +190,7 @@ def _load(name: str, split: str, path: PathArg, image_size: int | None, url: str
 
 
 def _resized(ds: ImageDataset, image_size: int | None) -> ImageDataset:
+    assert isinstance(ds.images, torch.Tensor)  # the python batches are read into memory
     ds.images = resize_uint8(ds.images, image_size)
     return ds
 

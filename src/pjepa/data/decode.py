@@ -1,7 +1,8 @@
 """Decode encoded images (JPEG, PNG, ...) into one uint8 tensor.
 
-Datasets are decoded once and kept in memory as uint8 (N, 3, H, W): decoding is
-the slow part of loading, indexing a tensor is free. Every image goes through
+Datasets are decoded once and kept as uint8 (N, 3, H, W), in memory or, with
+``data.cache: disk``, in a file (``pjepa.data.diskcache``): decoding is the slow
+part of loading, indexing decoded rows is cheap. Every image goes through
 ``.convert("RGB")`` so grayscale, palette, CMYK and RGBA files are accepted (alpha
 is dropped, not composited). 16-bit greyscale (PNG, TIFF) keeps its high byte:
 Pillow's own conversion clips it (any value >= 255 turns white). 32-bit integer
@@ -11,7 +12,9 @@ and float images have no agreed range and are refused.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -81,7 +84,90 @@ def _fit(img: Image.Image, size: tuple[int, int], resize: bool, index: int, sour
             f"image {index} of {source} is {img.size[0]}x{img.size[1]} but image 0 is "
             f"{size[0]}x{size[1]}; set the option image_size=<pixels> to resize all images"
         )
-    return img.resize(size, Image.BILINEAR)
+    return img.resize(size, Image.BILINEAR)  # type: ignore[attr-defined]  # stubs: Image.Resampling (Pillow 9.1+)
+
+
+class EncodedImages:
+    """Encoded images not decoded yet: ``len`` images, image ``i`` read by ``read(i)``.
+
+    The one decoding path, whole or in pieces: ``decode_images`` decodes all of
+    them into memory; the disk cache (``pjepa.data.diskcache``) decodes row ranges
+    with ``decode_into`` from several threads (Pillow releases the GIL while it
+    decodes and resizes) straight into its file, so a split larger than memory
+    never exists decoded in RAM. Both give the same bytes.
+    """
+
+    def __init__(self, count: int, read: Callable[[int], Blob], source: str,
+                 names: Sequence[str] | None = None, image_size: int | None = None) -> None:
+        if count == 0:
+            raise DataError(f"no images to decode in {source}")
+        if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
+            raise DataError(f"option image_size must be a positive int, got {image_size!r}")
+        self.count, self.read, self.source, self.names, self.image_size = count, read, source, names, image_size
+        self._first: Image.Image | None = None
+        self._size: tuple[int, int] | None = None  # (W, H) every image is brought to
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _image(self, i: int) -> Image.Image:
+        return _open_rgb(self.read(i), i, self.names, self.source)
+
+    def frame(self) -> tuple[int, int]:
+        """(H, W) of every decoded image: ``image_size`` square, else the size of image 0 (decoded once)."""
+        if self._size is None:
+            if self.image_size is not None:
+                self._size = (self.image_size, self.image_size)
+            else:
+                self._first = self._image(0)
+                self._size = self._first.size
+        return self._size[1], self._size[0]
+
+    def decode_into(self, out: np.ndarray, start: int, bar: tqdm | None = None) -> None:
+        """Decode images ``start .. start + len(out)`` into uint8 ``out`` (n, 3, H, W)."""
+        h, w = self.frame()
+        size, resize = (w, h), self.image_size is not None
+        for k in range(out.shape[0]):
+            i = start + k
+            img = self._first if i == 0 and self._first is not None else self._image(i)
+            img = _fit(img, size, resize, i, self.source)
+            out[k] = np.asarray(img).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+            if bar is not None:
+                bar.update(1)
+
+
+#: Set while a disk cache is being built: loaders hand back their ``EncodedImages`` undecoded.
+_DEFER: ContextVar[bool] = ContextVar("pjepa_defer_decoding", default=False)
+
+
+@contextmanager
+def deferred_decoding() -> Iterator[None]:
+    """Within this block ``decoded`` returns its ``EncodedImages`` as they are (the disk cache decodes them
+    itself, in pieces, into its file); outside it decodes them into one tensor."""
+    token = _DEFER.set(True)
+    try:
+        yield
+    finally:
+        _DEFER.reset(token)
+
+
+def decoding_deferred() -> bool:
+    """True inside ``deferred_decoding()``: a loader may then read its files lazily, image by image."""
+    return _DEFER.get()
+
+
+def decoded(images: EncodedImages) -> torch.Tensor | EncodedImages:
+    """``images`` decoded into uint8 (N, 3, H, W), or the ``EncodedImages`` themselves inside
+    ``deferred_decoding()``."""
+    if _DEFER.get():
+        return images
+    h, w = images.frame()
+    out = np.empty((len(images), 3, h, w), dtype=np.uint8)
+    n = len(images)
+    desc = f"decode {images.source}"[:60]
+    with tqdm(total=n, desc=desc, unit="img", disable=True if n <= PROGRESS_MIN else None) as bar:  # None: a terminal
+        images.decode_into(out, 0, bar)
+    return torch.from_numpy(out)
 
 
 def decode_images(
@@ -89,8 +175,8 @@ def decode_images(
     source: str,
     names: Sequence[str] | None = None,
     image_size: int | None = None,
-) -> torch.Tensor:
-    """Decode encoded images into uint8 (N, 3, H, W).
+) -> torch.Tensor | EncodedImages:
+    """Decode encoded images into uint8 (N, 3, H, W) (undecoded ``EncodedImages`` inside ``deferred_decoding``).
 
     Args:
         blobs: encoded files (bytes or memoryviews into a larger buffer).
@@ -99,22 +185,7 @@ def decode_images(
         image_size: resize every image to image_size x image_size (bilinear).
             Without it all images must have the size of the first one.
     """
-    n = len(blobs)
-    if n == 0:
-        raise DataError(f"no images to decode in {source}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
-        raise DataError(f"option image_size must be a positive int, got {image_size!r}")
-    first = _open_rgb(blobs[0], 0, names, source)
-    size = (image_size, image_size) if image_size is not None else first.size  # (W, H)
-    out = np.empty((n, 3, size[1], size[0]), dtype=np.uint8)  # (N, 3, H, W)
-    bar = tqdm(total=n, desc=f"decode {source}"[:60], unit="img", disable=True if n <= PROGRESS_MIN else None)  # None: only on a terminal
-    with bar:
-        for i in range(n):
-            img = first if i == 0 else _open_rgb(blobs[i], i, names, source)
-            img = _fit(img, size, image_size is not None, i, source)
-            out[i] = np.asarray(img).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-            bar.update(1)
-    return torch.from_numpy(out)
+    return decoded(EncodedImages(len(blobs), blobs.__getitem__, source, names, image_size))
 
 
 def resize_uint8(images: torch.Tensor, image_size: int | None) -> torch.Tensor:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from pjepa.atomic import atomic_path
 from pjepa.errors import DataError
 
 _CHUNK = 1 << 20
@@ -65,9 +65,8 @@ def download(
     if dest.is_file() and (check is None or file_digest(dest, check[0]) == check[1]):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
             got = _stream(url, out, check[0] if check else "md5", progress)
         if check is not None and got != check[1]:
             raise DataError(
@@ -75,10 +74,6 @@ def download(
                 "the download is corrupt or the file changed upstream — delete it and retry, "
                 "or download it by hand and pass path="
             )
-        os.replace(tmp_name, dest)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return dest
 
 

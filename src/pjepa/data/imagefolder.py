@@ -8,13 +8,14 @@ root gets the same labels. ``root/<split>`` is used when it exists (``train/``,
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import torch
 
-from pjepa.data.base import ImageDataset
-from pjepa.data.decode import decode_images
+from pjepa.data.base import ImageDataset, Images
+from pjepa.data.decode import EncodedImages, decode_images, decoded, decoding_deferred
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
 
@@ -26,17 +27,29 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read image file {path}: {err}") from err
+
+
 def read_files(files: Sequence[Path], labels: Sequence[int], class_names: list[str], name: str, split: str,
                source: str, image_size: int | None) -> ImageDataset:
-    """Read and decode image files into an ImageDataset (shared with tiny-imagenet)."""
-    blobs = []
-    for f in files:
-        try:
-            blobs.append(f.read_bytes())
-        except OSError as err:
-            raise DataError(f"cannot read image file {f}: {err}") from err
-    images = decode_images(blobs, source=source, names=[str(f) for f in files], image_size=image_size)
-    return ImageDataset(images, torch.tensor(list(labels), dtype=torch.int64), class_names, name, split)
+    """Read and decode image files into an ImageDataset (shared with tiny-imagenet).
+
+    In memory every file is read first, then decoded; for a disk cache (``deferred_decoding``) each file is
+    read when its image is decoded, so the encoded bytes of a large folder are never all in memory either.
+    """
+    names = [str(f) for f in files]
+    if decoding_deferred():
+        files = list(files)
+        images = decoded(EncodedImages(len(files), lambda i: _read_file(files[i]), source, names, image_size))
+    else:
+        blobs = [_read_file(f) for f in files]
+        images = decode_images(blobs, source=source, names=names, image_size=image_size)
+    # still encoded only inside decode.deferred_decoding(), where the disk cache decodes them into its file
+    return ImageDataset(cast(Images, images), torch.tensor(list(labels), dtype=torch.int64), class_names, name, split)
 
 
 @DATASETS.register("imagefolder")

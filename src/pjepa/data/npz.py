@@ -14,15 +14,16 @@ import glob
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from pjepa.data.base import ImageDataset
+from pjepa.data.base import ImageDataset, Images
 from pjepa.data.decode import decode_images
 from pjepa.data.registry import DATASETS
 from pjepa.errors import DataError
@@ -201,21 +202,21 @@ def _check_part(part: _Part, split: str) -> None:
 
 def _class_names(parts: list[_Part], labels: np.ndarray, split: str) -> list[str]:
     """Class names shared by all shards (checked equal), else ``class_<i>``."""
-    named = [p for p in parts if p.class_names is not None]
-    for p in named[1:]:
-        if p.class_names != named[0].class_names:
+    named = [(p, p.class_names) for p in parts if p.class_names is not None]
+    for p, names in named[1:]:
+        if names != named[0][1]:
             raise DataError(
-                f"class_names differ between {named[0].path} ({len(named[0].class_names)} classes) and "
-                f"{p.path} ({len(p.class_names)} classes); shards of one dataset must share class_names"
+                f"class_names differ between {named[0][0].path} ({len(named[0][1])} classes) and "
+                f"{p.path} ({len(names)} classes); shards of one dataset must share class_names"
             )
     if named:
-        names = named[0].class_names
+        names = named[0][1]
     else:
         names = [f"class_{i}" for i in range(int(labels.max()) + 1 if len(labels) else 0)]
     if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
         raise DataError(
             f"labels of split {split!r} range over [{labels.min()}, {labels.max()}] but there are "
-            f"{len(names)} class_names (in {named[0].path if named else 'no shard'}); the shard is inconsistent"
+            f"{len(names)} class_names (in {named[0][0].path if named else 'no shard'}); the shard is inconsistent"
         )
     return names
 
@@ -226,7 +227,7 @@ def _gather(parts: list[_Part], keep: int | None) -> tuple[list[memoryview], lis
     names: list[str] = []
     labels: list[np.ndarray] = []
     for p in parts:
-        view = memoryview(p.data)
+        view = p.data.data  # the array's buffer as a memoryview
         idx = np.arange(len(p.labels)) if keep is None else np.flatnonzero(p.labels < keep)
         starts, ends = p.offsets[idx].tolist(), p.offsets[idx + 1].tolist()
         blobs += [view[a:b] for a, b in zip(starts, ends)]
@@ -274,7 +275,8 @@ def read_npz(
     if not blobs:
         raise DataError(f"{source} is empty (0 images); check the shard or the split name")
     images = decode_images(blobs, source=source, names=names, image_size=image_size)
-    return ImageDataset(images, torch.from_numpy(labels), class_names, name, split)
+    # still encoded only inside decode.deferred_decoding(), where the disk cache decodes them into its file
+    return ImageDataset(cast(Images, images), torch.from_numpy(labels), class_names, name, split)
 
 
 @DATASETS.register("npz")

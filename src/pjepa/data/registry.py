@@ -7,7 +7,7 @@ itself here with ``@DATASETS.register("name")``; keeping the registry out of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pjepa.data.base import ImageDataset
 from pjepa.registry import Registry

@@ -10,8 +10,9 @@ fraction of every class, and left out of both pretraining and the kNN bank.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -60,13 +61,19 @@ def load_splits(
     bank_split: str | None,
     val_fraction: float,
     seed: int,
+    cache: str = "memory",
+    cache_dir: str | os.PathLike | None = None,
 ) -> Splits:
-    """Load and carve the splits of one run (``pjepa.data.load_dataset`` for each split read)."""
+    """Load and carve the splits of one run (``pjepa.data.load_dataset`` for each split read; ``cache`` and
+    ``cache_dir`` as there)."""
     from pjepa.data import load_dataset  # the package imports this module
 
-    train = load_dataset(name, train_split, path, **options)
-    bank = train if bank_split in (None, train_split) else load_dataset(name, bank_split, path, **options)
-    reported = load_dataset(name, eval_split, path, **options)
+    def load(split: str) -> ImageDataset:
+        return load_dataset(name, split, path, cache=cache, cache_dir=cache_dir, **options)
+
+    train = load(train_split)
+    bank = train if bank_split in (None, train_split) else load(bank_split)
+    reported = load(eval_split)
     if val_fraction <= 0:
         return Splits(train, bank, reported, reported)
     g = torch.Generator().manual_seed(seed)
@@ -80,4 +87,4 @@ def splits_for(cfg: Config) -> Splits:
     """The splits of a run with config ``cfg``: training and every evaluation carve the same validation part."""
     d = cfg.data
     return load_splits(d.name, d.path, d.options, d.train_split, d.eval_split, d.bank_split, d.val_fraction,
-                       seed=stream_seed(cfg.train.seed, 0, 0, "val-split"))
+                       seed=stream_seed(cfg.train.seed, 0, 0, "val-split"), cache=d.cache, cache_dir=d.cache_dir)

@@ -117,5 +117,6 @@ def load_stl10(split: str, path: str | os.PathLike | None = None, *, limit: int 
             raise DataError(f"{tarball} did not contain {FOLDER}/train_X.bin; delete it and retry")
         tarball.unlink()
     ds = read_stl10(found, split, limit)
+    assert isinstance(ds.images, torch.Tensor)  # the binary files are read into memory
     ds.images = resize_uint8(ds.images, image_size)
     return ds

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 

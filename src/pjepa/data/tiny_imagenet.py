@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
+from pjepa.atomic import atomic_path
 from pjepa.data.base import ImageDataset
 from pjepa.data.download import cache_root, download
 from pjepa.data.files import folder_summary, inside, read_text
@@ -108,7 +109,7 @@ def parquet_to_npz(parquet: Path, out: Path, split: str, num_classes: int = NUM_
     if names is None:
         names = [f"class_{i}" for i in range(max(num_classes, int(y.max()) + 1 if len(y) else 0))]
     lengths = np.fromiter((len(b) for b in blobs), dtype=np.int64, count=len(blobs))
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         f"{split}_bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
         f"{split}_offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         f"{split}_y": y.astype(np.int16),
@@ -116,10 +117,8 @@ def parquet_to_npz(parquet: Path, out: Path, split: str, num_classes: int = NUM_
         "class_names": np.asarray(names),
         "wnids": np.asarray(names),
     }
-    tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stubs match **kwds against allow_pickle
     return out
 
 

@@ -8,11 +8,12 @@ per-sample Python loop or DataLoader worker is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from pjepa.data.diskimages import DiskImages
 from pjepa.errors import DataError
 
 Stats = torch.Tensor | Sequence[float]
@@ -30,14 +31,16 @@ def _as_stat(values: Stats, device: torch.device) -> torch.Tensor:
 
 
 def channel_stats(
-    images: torch.Tensor, num_samples: int = 2000, generator: torch.Generator | None = None
+    images: torch.Tensor | DiskImages, num_samples: int = 2000, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (each float32 (3,), in [0, 1] units) of a random subsample.
 
     Uses ``num_samples`` images drawn without replacement (all when N is
     smaller): enough for normalisation constants, cheap for 100k images.
+    ``images`` may be the disk cache's ``DiskImages``: only the sample is read.
     """
-    _check_images(images, "channel_stats")
+    if not isinstance(images, DiskImages):
+        _check_images(images, "channel_stats")
     n = images.shape[0]
     if n > num_samples:
         gen_device = generator.device if generator is not None else torch.device("cpu")

@@ -36,6 +36,7 @@ import torch
 from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import sampling_seconds
 from pjepa.heads import PredictorHead
+from pjepa.heads.flow_matching import FlowMatchingHead
 
 #: Nominal central-interval levels of the reliability curve.
 LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -324,11 +325,6 @@ def _attribute(obj: object, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, before)
 
 
-def _integrates_ode(head: PredictorHead) -> bool:
-    """Whether sampling solves an ODE whose step count is ``head.ode_steps`` (flow matching, not RealNVP)."""
-    return hasattr(head, "ode_steps") and getattr(head, "objective", None) == "flow_matching"
-
-
 @torch.no_grad()
 def sampling_times(head: PredictorHead, h: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
     """Seconds per 1,000 target tokens of one draw for (rows, T, Dp) conditions ``h``, by sampler setting.
@@ -346,7 +342,7 @@ def sampling_times(head: PredictorHead, h: torch.Tensor, generator: torch.Genera
             steps = [k for k in (50, 25) if k <= getattr(head, "T", k)]  # a schedule may have fewer steps
             name = getattr(head, "sampler", "ddim")
             return {f"{name}{k}": sampling_seconds(head, h, generator, steps=k) * per_1000 for k in steps}
-        if _integrates_ode(head):
+        if isinstance(head, FlowMatchingHead):  # an ODE of head.ode_steps steps
             out = {}
             for k in dict.fromkeys((head.ode_steps, max(1, head.ode_steps // 2))):
                 with _attribute(head, "ode_steps", k):

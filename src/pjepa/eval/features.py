@@ -8,16 +8,16 @@ normalised images. ``pixel_features`` is the raw-pixel baseline.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
-from pjepa.data import resize_normalize
+from pjepa.data import Images, resize_normalize
+from pjepa.models import VisionTransformer
 
 
 @torch.no_grad()
 def extract_features(
-    encoder: nn.Module,
-    images: torch.Tensor,
+    encoder: VisionTransformer,
+    images: Images,
     image_size: int,
     mean: torch.Tensor,
     std: torch.Tensor,
@@ -49,11 +49,15 @@ def extract_features(
 
 @torch.no_grad()
 def pixel_features(
-    images: torch.Tensor, image_size: int, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 2048
+    images: Images, image_size: int, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 2048
 ) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, 3 * S * S): resized, normalised, flattened pixels."""
-    out = [
-        resize_normalize(images[s : s + batch_size], image_size, mean, std).flatten(1)
-        for s in range(0, images.shape[0], batch_size)
-    ]
-    return torch.cat(out)
+    """(N, 3, H, W) uint8 -> (N, 3 * S * S) float32: resized, normalised, flattened pixels.
+
+    Written batch by batch into one preallocated matrix (a list of batches and ``torch.cat`` would hold the
+    features twice: 4.4 GB instead of 2.2 for 45,000 images at 64 px).
+    """
+    device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")  # a disk cache reads to CPU
+    out = torch.empty(images.shape[0], 3 * image_size * image_size, dtype=torch.float32, device=device)
+    for s in range(0, images.shape[0], batch_size):
+        out[s : s + batch_size] = resize_normalize(images[s : s + batch_size], image_size, mean, std).flatten(1)
+    return out

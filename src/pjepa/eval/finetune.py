@@ -69,9 +69,9 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
     opt = torch.optim.AdamW(model.param_groups(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     per_epoch = max(len(bank) // recipe.batch_size, 1)
     total, warmup = recipe.epochs * per_epoch, int(recipe.warmup_fraction * recipe.epochs * per_epoch)
-    images, labels = bank.images.to(device), bank.labels.to(device)
+    images, labels = bank.images_on(device), bank.labels.to(device)  # from the disk cache: read per batch
     aug, order_gen = torch.Generator(device=device), torch.Generator()
-    best = (-1.0, 0, None)
+    best: tuple[float, int, dict[str, Any] | None] = (-1.0, 0, None)  # (val top-1, epoch, weights)
     history = []
     bar = tqdm(range(total), desc="fine-tune", disable=True if not progress else None, leave=False)
     for step in bar:
@@ -80,7 +80,7 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
             order = torch.randperm(len(bank), generator=order_gen.manual_seed(stream_seed(seed, epoch, 0, "ft-order")))
         idx = order[pos * recipe.batch_size : (pos + 1) * recipe.batch_size].to(device)
         aug.manual_seed(stream_seed(seed, step, 0, "ft-augment"))
-        x = random_resized_crop_flip(images[idx], cfg.data.image_size, mean, std, scale=recipe.crop_scale,
+        x = random_resized_crop_flip(images[idx].to(device), cfg.data.image_size, mean, std, scale=recipe.crop_scale,
                                      ratio=cfg.data.crop_ratio, flip_p=0.5, generator=aug)
         lr = learning_rate(step, total, recipe.lr, warmup, recipe.min_lr)
         for group in opt.param_groups:
@@ -96,7 +96,8 @@ def finetune(model: FineTune, data: dict[str, ImageDataset], cfg: Config, mean: 
             bar.set_postfix(epoch=epoch + 1, val_top1=f"{val:.2f}")
             if val > best[0]:
                 best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
-    model.load_state_dict(best[2])
+    if best[2] is not None:  # set at the first epoch's end (any top-1 beats -1)
+        model.load_state_dict(best[2])
     report = classification_metrics(logits_of(model, data["eval"], cfg, mean, std, device), data["eval"].labels,
                                      num_classes)
     return {**report, "val_top1": best[0], "best_epoch": best[1], "history": history}

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pjepa.data import resize_normalize
+from pjepa.data import Images, resize_normalize
 from pjepa.heads import PredictorHead
 
 #: (normalised images (B, 3, S, S), mask generator) -> (h (B, T, Dp), y (B, T, D))
@@ -35,7 +35,7 @@ ConditionFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torc
 @torch.no_grad()
 def collect_pairs(
     conditions: ConditionFn,
-    images: torch.Tensor,
+    images: Images,
     image_size: int,
     mean: torch.Tensor,
     std: torch.Tensor,

@@ -37,7 +37,7 @@ class ProbeGrid:
         """(N, D) standardised features -> (G, N, C) logits."""
         return logits(x, self.weight, self.bias).transpose(0, 1)
 
-    def take(self, g: int) -> "ProbeGrid":
+    def take(self, g: int) -> ProbeGrid:
         return ProbeGrid(self.weight[:, g : g + 1], self.bias[g : g + 1], [self.settings[g]])
 
 

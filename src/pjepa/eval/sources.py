@@ -16,18 +16,18 @@ evaluated on the same device type, in fp32 otherwise and for runs older than ``t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
+from pjepa.atomic import atomic_path
 from pjepa.data import ImageDataset, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import require_labels
 from pjepa.methods.load import load_run_method
+from pjepa.models import VisionTransformer
 from pjepa.models.timm_format import load_encoder, read_architecture
 from pjepa.runs import Run
 
@@ -76,7 +76,7 @@ def online_target(run: Run) -> bool:
     return str(run.config.method.options.get("target", "ema")) != "ema"
 
 
-def load_encoder_for(run: Run, source: Source) -> tuple[nn.Module, int, str]:
+def load_encoder_for(run: Run, source: Source) -> tuple[VisionTransformer, int, str]:
     """(encoder, step, cache tag) of a non-pixel source."""
     if source.weights is not None:
         encoder = load_encoder(source.weights)
@@ -128,9 +128,8 @@ def split_features(run: Run, source: Source, device: torch.device, layers: int =
                                   amp, progress=progress, desc=f"features ({k})", layers=layers), ds.labels)
              for k, ds in data.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(feats, tmp)
     return feats, step
 
 

@@ -17,8 +17,8 @@ family stays at most 0.05, whatever the dependence between the tests; with one t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 ALPHA = 0.05  # the significance level of every verdict in the table
 _EPS = 1e-15  # relative accuracy of the continued fraction

@@ -6,11 +6,11 @@ One row per group of runs whose configs are equal but for ``train.seed`` (and ho
 the mean over the group, with its sample standard deviation (``*_std``) and the group's
 size ``n`` (and ``seeds``). A run still training, or interrupted before the end of its schedule, is a
 row of its own named so (``run (running, step 100/1053)``), never part of a group. Columns: the
-budget (epochs, steps, global batch, peak lr, training wall time), kNN@1 (weighted and majority votes),
-the linear probe (last layer and last 4 layers), low-shot 1 % and 10 %, fine-tune, the head
-metrics and the calibration protocol's energy score and mean coverage error (``energy``,
-``cal_error``; lower is better). Then the baselines found in the runs' eval folders (untrained
-encoder, raw pixels), grouped the same way.
+budget (epochs, steps, global batch, peak lr, training wall time), then the columns every registered
+evaluation protocol declares (``pjepa.eval.protocols``: kNN@1 with both votes, the linear probe,
+low-shot, fine-tune, the head metrics, the calibration protocol's energy score and mean coverage
+error, ...), read from the result files it declares. Then the baselines found in the runs' eval
+folders (untrained encoder, raw pixels), grouped the same way.
 Markdown shows "mean ± std"; CSV has one column per number and one per spread.
 
 A directory without config.yaml whose subdirectories are runs (a ``pjepa sweep`` folder)
@@ -41,21 +41,30 @@ from typing import Any
 from pjepa.checks import check_config
 from pjepa.config import Config, config_to_dict
 from pjepa.errors import PJepaError
+from pjepa.eval.protocols import BASELINES, Baseline, rated_columns, result_files, table_columns
 from pjepa.eval.stats import ALPHA, holm, welch_from_stats
-from pjepa.methods import METHODS
+from pjepa.methods import capabilities, method_label
 from pjepa.runs import Run, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
-SCORES = ["knn", "knn_majority", "knn_context", "knn_context_majority", "knn_val", "knn_white", "knn_val_white",
-          "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "nll", "point_cos", "sample_spread",
-          "sample_s_per_1000", "energy", "cal_error"]
-COLUMNS = ["run", "n", "seeds", *BUDGET, *SCORES, "vs_best"]
-BASELINES = {"random_init": "untrained encoder", "pixels": "raw pixels"}
 #: ``correct=``: Holm over the family of tests, none (raw p), or auto (Holm when the family has more than one test).
 CORRECTIONS = ("auto", "holm", "none")
-#: Columns the noise test may compare on, in order of preference (all: higher is better).
-NOISE_SCORES = ["knn", "knn_majority", "linear", "linear_last4", "lowshot_1", "lowshot_10", "finetune", "knn_val",
-                "knn_white", "knn_val_white", "knn_context", "knn_context_majority"]
+
+
+def score_columns() -> list[str]:
+    """The protocols' columns, in table order (read from the protocol registry on each call: a protocol
+    registered later has its columns too)."""
+    return [c.name for _, c in table_columns()]
+
+
+def all_columns() -> list[str]:
+    """Every column of the grouped table: the row's name and group, the budget, the scores, ``vs_best``."""
+    return ["run", "n", "seeds", *BUDGET, *score_columns(), "vs_best"]
+
+
+def noise_scores() -> list[str]:
+    """Columns the noise test may compare on, in order of preference (all: higher is better)."""
+    return rated_columns()
 
 
 def expand_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -91,69 +100,32 @@ def resolved_precision(run: Run) -> str:
     return "fp32" if str(run.info.get("device", "cpu")).startswith("cpu") else run.config.train.precision
 
 
-#: How a table names methods and regularisers.
-METHOD_NAMES = {"ijepa": "I-JEPA", "njepa": "N-JEPA", "mae": "MAE", "finetune": "fine-tune"}
-REG_NAMES = {"vicreg": "VICReg", "sigreg": "SIGReg"}
-
-
-def method_label(cfg: Config) -> str:
-    """What a row trained, in words: the method, its regulariser and level, and the choices that change
-    what is learned ("I-JEPA + SIGReg (image), online target, 2 mask sets")."""
-    label = METHOD_NAMES.get(cfg.method.name, cfg.method.name)
-    if cfg.reg.name != "none":
-        level = cfg.reg.options.get("level")
-        label += f" + {REG_NAMES.get(cfg.reg.name, cfg.reg.name)}" + (f" ({level})" if level else "")
-    target = cfg.method.options.get("target", "ema")
-    if target != "ema":
-        label += f", {target.replace('_', ' ')} target"
-    sets = cfg.mask.options.get("sets_per_image", 1)
-    if sets > 1:
-        label += f", {sets} mask sets"
-    return label
-
-
 def _budget(run: Run) -> dict[str, Any]:
     cfg = run.config
     rows = [r for r in run.metrics() if "train/loss" in r]
     last = rows[-1] if rows else {}
-    uses_head = getattr(METHODS.get(cfg.method.name), "uses_head", True)
     return {
-        "method": method_label(cfg), "head": cfg.head.name if uses_head else "-",
+        "method": method_label(cfg), "head": cfg.head.name if capabilities(cfg).has_head else "-",
         "epochs": round(last.get("epoch", 0.0), 2), "steps": last.get("step", 0),
         "batch": cfg.optim.batch_size, "lr": cfg.optim.lr, "precision": resolved_precision(run),
         "wall_min": round(last["wall_seconds"] / 60, 1) if "wall_seconds" in last else None,
     }
 
 
-def _scores(run: Run, suffix: str = "") -> dict[str, Any]:
-    """The protocol numbers of one run ('' = its own encoder, '_random_init' / '_pixels' = a baseline)."""
-    knn, lin = run.eval_result("knn" + suffix), run.eval_result("linear" + suffix)
-    low, ft = run.eval_result("lowshot" + suffix), run.eval_result("finetune" + suffix)
-    knn_val = run.eval_result("knn" + suffix + "_val")  # validation queries: the number choices read
-    white, val_white = run.eval_result("knn" + suffix + "_white"), run.eval_result("knn" + suffix + "_val_white")
-    # `pjepa eval knn --encoder context`: the student, as the Probabilistic-JEPA report rates it
-    context = run.eval_result("knn" + suffix + "_context")
-    # `pjepa eval calibration` (a probabilistic head's own numbers; lower is better for both)
-    cal = run.eval_result("calibration") if not suffix else None
-    probes = (lin or {}).get("probes", {})
-    deep = [v for k, v in probes.items() if k.startswith("last") and k != "last"]
-    fractions = (low or {}).get("fractions", {})
-    return {
-        "knn": knn and knn["top1_weighted"], "knn_majority": knn and knn["top1_majority"],
-        "knn_context": context and context["top1_weighted"], "knn_context_majority": context and context["top1_majority"],
-        "knn_val": knn_val and knn_val["top1_weighted"],
-        "knn_white": white and white["top1_weighted"], "knn_val_white": val_white and val_white["top1_weighted"],
-        "linear": lin and lin["top1"], "linear_last4": deep[0]["top1"] if deep else None,
-        "lowshot_1": fractions.get("0.01", {}).get("top1_mean"), "lowshot_10": fractions.get("0.1", {}).get("top1_mean"),
-        "finetune": ft and ft["top1"],
-        "energy": cal and cal.get("energy_score"), "cal_error": cal and cal.get("calibration_error"),
-    }
-
-
-def _head_cells(res: dict[str, Any] | None) -> dict[str, Any]:
-    res = res or {}
-    return {"nll": res.get("nll"), "point_cos": res.get("point_cos"), "sample_spread": res.get("sample_spread"),
-            "sample_s_per_1000": res.get("sample_seconds_per_1000")}
+def _scores(run: Run, baseline: Baseline | None = None) -> dict[str, Any]:
+    """The protocol numbers of one run: its own encoder's (``baseline`` None), or a baseline's from the
+    protocols that rate baselines. Each column is read from the result file its protocol declares."""
+    results: dict[str, Any] = {}  # a file read once however many columns it feeds
+    cells: dict[str, Any] = {}
+    for protocol, col in table_columns():
+        if baseline is not None and not protocol.baselines:
+            continue
+        stem = protocol.stem(col.result, baseline)
+        if stem not in results:
+            results[stem] = run.eval_result(stem)
+        result = results[stem]
+        cells[col.name] = col.read(result) if isinstance(result, dict) else None
+    return cells
 
 
 def _completed(run: Run) -> Config:
@@ -187,11 +159,6 @@ def _unfinished(run: Run) -> str | None:
     return None if run.config.train.time_limit_min > 0 else f"stopped at {at}"
 
 
-#: The result files a table row reads, by the name ``Run.eval_result`` takes.
-RATED = ("knn", "knn_val", "knn_white", "knn_val_white", "knn_context", "linear", "lowshot", "finetune", "head",
-         "calibration")
-
-
 def _stale(run: Run) -> str | None:
     """A note when some of the run's results rate an earlier step than the one it trained to (evaluated,
     then resumed for longer): ``"knn rated at step 500 of 3510"``; such a row is not averaged with others."""
@@ -199,7 +166,8 @@ def _stale(run: Run) -> str | None:
     if not steps:
         return None
     last = max(steps)
-    old = [(name, res["step"]) for name in RATED if isinstance(res := run.eval_result(name), dict)
+    rated = [stem for stem, _, _ in result_files()]  # every result file a protocol declares, in table order
+    old = [(name, res["step"]) for name in rated if isinstance(res := run.eval_result(name), dict)
            and isinstance(res.get("step"), int) and 0 < res["step"] < last
            and res.get("checkpoint", "last") in ("last", None)]  # a --checkpoint best result is meant to be earlier
     if not old:
@@ -210,7 +178,7 @@ def _stale(run: Run) -> str | None:
 
 def _check_no_copies(rows: list[dict[str, Any]]) -> None:
     """Two rows of one group with the same seed are one run copied, not two seeds: refuse to average them."""
-    seen: dict[tuple[str, Any], str] = {}
+    seen: dict[tuple[str, Any], str | None] = {}
     for r in rows:
         key = (r["_key"], r.get("seed"))
         if key in seen and r.get("_path") != seen[key]:
@@ -260,11 +228,12 @@ def _group(rows: list[dict[str, Any]], keep_key: bool = False) -> list[dict[str,
         row["n"], row["seeds"] = len(members), ",".join(str(m["seed"]) for m in members)
         if keep_key:
             row["_key"] = members[0]["_key"]
-        for col in ("epochs", "steps", "wall_min", *SCORES):
+        for col in ("epochs", "steps", "wall_min", *score_columns()):
             values = [m[col] for m in members if isinstance(m.get(col), (int, float))]
-            row[col] = statistics.fmean(values) if values else None
-            if col == "steps" and row[col] is not None and float(row[col]).is_integer():
-                row[col] = int(row[col])
+            mean: float | None = statistics.fmean(values) if values else None
+            if col == "steps" and mean is not None and mean.is_integer():
+                mean = int(mean)
+            row[col] = mean
             row[f"{col}_std"] = statistics.stdev(values) if len(values) > 1 else None
             row[f"{col}_n"] = len(values)  # the noise test's sample size (a member may lack this column)
         out.append(row)
@@ -287,7 +256,8 @@ def table_rows(runs: list[str | Path], by: str | None = None, correct: str = "au
 def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(run rows, baseline rows), one per run (or per baseline and seed), before grouping; each with
     ``_key``, the group it joins. Paths ending in ``.csv`` are per-run CSVs read back."""
-    rows, baselines = [], []
+    rows: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     for path in [Path(r) for r in runs if str(r).endswith(".csv")]:
         for row in read_per_run_csv(path):
             (baselines if row["method"] == "baseline" else rows).append(row)
@@ -299,10 +269,10 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
         shown = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
         note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group
         rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed, "_path": str(run.path),
-                     "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run),
-                     **_head_cells(run.eval_result("head"))})
-        for name, label in BASELINES.items():
-            cells = _scores(run, f"_{name}")
+                     "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run)})
+        for baseline in BASELINES:
+            name, label = baseline.name, baseline.label
+            cells = _scores(run, baseline)
             if any(v is not None for v in cells.values()):
                 # a baseline depends on the data and the encoder's architecture, not on the method trained
                 key = _key(run, ("method",), ("head",), ("mask",), ("optim",), ("train",), ("model", "predictor"))
@@ -317,21 +287,23 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
     return rows, baselines
 
 
-#: The per-run CSV: the group a run belongs to (the grouped table's row name), then its own numbers.
-PER_RUN_COLUMNS = ["group", "run", "seed", *BUDGET, *SCORES]
+def per_run_columns() -> list[str]:
+    """The per-run CSV: the group a run belongs to (the grouped table's row name), then its own numbers."""
+    return ["group", "run", "seed", *BUDGET, *score_columns()]
 
 
 def per_run_csv(runs: list[str | Path]) -> str:
     """One CSV row per run (and per baseline and seed): what the grouped table and its statistics are
     computed from, so a kept table needs no run folders (``pjepa table FILE.csv`` groups it again)."""
     rows, baselines = per_run_rows(runs)
+    columns = per_run_columns()
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=PER_RUN_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for members in (rows, baselines):
         names = {g["_key"]: g["run"] for g in _group([dict(m) for m in members], keep_key=True)}
         for r in sorted(members, key=lambda m: (list(names).index(m["_key"]), _seed_order(m))):
-            w.writerow({c: "" if r.get(c) is None else r.get(c) for c in PER_RUN_COLUMNS} | {"group": names[r["_key"]]})
+            w.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns} | {"group": names[r["_key"]]})
     return buf.getvalue()
 
 
@@ -347,6 +319,7 @@ def _csv_value(text: str) -> Any:
 
 def read_per_run_csv(path: Path) -> list[dict[str, Any]]:
     """Rows of a per-run CSV (``per_run_csv``), typed, each joining the group its ``group`` cell names."""
+    columns = per_run_columns()
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
@@ -354,7 +327,7 @@ def read_per_run_csv(path: Path) -> list[dict[str, Any]]:
             if missing:
                 raise PJepaError(f"{path}: not a per-run table (no {', '.join(missing)} column); write one with "
                                  "pjepa table RUN... --per-run --csv FILE")
-            rows = [{k: _csv_value(v) for k, v in r.items() if k in PER_RUN_COLUMNS} for r in reader]
+            rows = [{k: _csv_value(v) for k, v in r.items() if k in columns} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise PJepaError(f"{path}: cannot read it as a CSV ({e})") from None
     for r in rows:
@@ -372,18 +345,19 @@ def noise_metric(rows: list[dict[str, Any]], by: str | None = None) -> str | Non
     """The column the noise test compares on: ``by`` when given (``pjepa table --by knn_val``: a choice
     reads the validation split), else kNN@1 (weighted), else the first accuracy column every row with a
     score has."""
+    rated = noise_scores()
     if by is not None:
-        if by not in NOISE_SCORES:
-            raise PJepaError(f"--by {by}: not an accuracy column; choose one of {', '.join(NOISE_SCORES)}")
+        if by not in rated:
+            raise PJepaError(f"--by {by}: not an accuracy column; choose one of {', '.join(rated)}")
         if not any(isinstance(r.get(by), (int, float)) for r in rows):
-            have = [c for c in NOISE_SCORES if any(isinstance(r.get(c), (int, float)) for r in rows)]
+            have = [c for c in rated if any(isinstance(r.get(c), (int, float)) for r in rows)]
             raise PJepaError(f"--by {by}: no row has it (run its protocol, e.g. pjepa sweep --eval {by}); "
                              f"these rows have {', '.join(have) or 'no accuracy column'}")
         return by
     # rows with no score at all (a run still training) do not decide the column; they show "no <col>"
-    rated = [r for r in rows if any(isinstance(r.get(c), (int, float)) for c in NOISE_SCORES)]
-    for col in NOISE_SCORES:
-        if rated and all(isinstance(r.get(col), (int, float)) for r in rated):
+    scored = [r for r in rows if any(isinstance(r.get(c), (int, float)) for c in rated)]
+    for col in rated:
+        if scored and all(isinstance(r.get(col), (int, float)) for r in scored):
             return col
     return None
 
@@ -464,9 +438,9 @@ def add_noise_column(rows: list[dict[str, Any]], by: str | None = None, correct:
     have = [r for r in rows if isinstance(r.get(col), (int, float))]
     best = max(have, key=lambda r: r[col])  # the first of equal means
     raw = {id(r): welch_p(r, best, col) for r in have if r is not best}
-    tested = [r for r in have if r is not best and raw[id(r)] is not None]
+    tested = {id(r): p for r in have if r is not best and (p := raw[id(r)]) is not None}  # p of each tested row
     method = resolve_correction(correct, len(tested))
-    shown = dict(zip(map(id, tested), adjust([raw[id(r)] for r in tested], method)))
+    shown = dict(zip(tested, adjust(list(tested.values()), method)))
     for r in rows:
         r["vs_best_correction"], r["vs_best_tests"] = method, len(tested)
         r["vs_best_p_raw"], r["vs_best_p"] = raw.get(id(r)), shown.get(id(r))
@@ -505,9 +479,9 @@ def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None, correct: s
     rows = [r for r in rows if isinstance(r.get(col), (int, float))]
     pairs = [(i, j) for i in range(len(rows)) for j in range(i + 1, len(rows))]
     raw = {ij: welch_p(rows[ij[0]], rows[ij[1]], col) for ij in pairs}
-    tested = [ij for ij in pairs if raw[ij] is not None]
+    tested = {ij: p for ij in pairs if (p := raw[ij]) is not None}  # p of each tested pair
     method = resolve_correction(correct, len(tested))
-    shown = dict(zip(tested, adjust([raw[ij] for ij in tested], method)))
+    shown = dict(zip(tested, adjust(list(tested.values()), method)))
     labels = [f"{i + 1}: {r['run']}" for i, r in enumerate(rows)]
     lines = [f"| {col}: row vs column | " + " | ".join(labels) + " |", "|" + "---|" * (len(rows) + 1)]
     for i, a in enumerate(rows):
@@ -536,7 +510,7 @@ def cell(row: dict[str, Any], col: str) -> str:
     mean = row.get(col)
     # the spread at the mean's precision (`45.14 ± 0.05`, not `± 0.0473`); small means keep 3 significant digits
     spread = f"{std:.2f}" if isinstance(std, float) and isinstance(mean, float) and abs(mean) >= 0.1 else _fmt(std)
-    text = _fmt(mean) + (f" ± {spread}" if std is not None and col in SCORES else "")
+    text = _fmt(mean) + (f" ± {spread}" if std is not None and col in score_columns() else "")
     partial = row.get(col) is not None and isinstance(k, int) and isinstance(row.get("n"), int) and k < row["n"]
     return text + (f" (n={k})" if partial else "")
 
@@ -545,7 +519,7 @@ def shown_columns(rows: list[dict[str, Any]]) -> list[str]:
     """The markdown table's columns: ``run``, ``n``, ``seeds``, ``vs_best`` and every other column some row
     fills (a kNN-only table does not print empty low-shot, fine-tune and head columns; the CSV keeps all)."""
     always = {"run", "n", "seeds", "vs_best"}
-    return [c for c in COLUMNS if c in always or any(r.get(c) not in (None, "") for r in rows)]
+    return [c for c in all_columns() if c in always or any(r.get(c) not in (None, "") for r in rows)]
 
 
 def to_markdown(rows: list[dict[str, Any]], by: str | None = None) -> str:
@@ -566,7 +540,7 @@ def csv_columns() -> list[str]:
     """CSV columns: every number with its spread, then the noise test: verdict, the p it read (corrected
     under Holm), the raw p, the correction ("holm" / "none") and the family's size."""
     noise = ["vs_best", "vs_best_p", "vs_best_p_raw", "vs_best_correction", "vs_best_tests"]
-    return COLUMNS[:3] + BUDGET + [c for s in SCORES for c in (s, f"{s}_std")] + noise
+    return all_columns()[:3] + BUDGET + [c for s in score_columns() for c in (s, f"{s}_std")] + noise
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

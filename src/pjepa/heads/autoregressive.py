@@ -26,7 +26,8 @@ The reference variant of the paper is ``hidden=600, depth=6``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -54,6 +55,8 @@ def hidden_degrees(hidden: int, dim: int) -> torch.Tensor:
 
 class MaskedLinear(nn.Linear):
     """nn.Linear whose weight is multiplied by a fixed 0/1 mask (out, in)."""
+
+    mask: torch.Tensor  # a buffer
 
     def __init__(self, in_features: int, out_features: int, mask: torch.Tensor, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
@@ -203,7 +206,7 @@ class AutoregressiveHead(PredictorHead):
         Layer 0: k = 3 (additive, FiLM gamma, FiLM beta); later layers: k = 2 (gamma, beta).
         """
         out = []
-        for i, film in enumerate(self.films):
+        for i, film in enumerate(cast(Iterable[FiLM], self.films)):
             w = film.proj.weight.view(2, self.hidden, -1)  # (2, H, Dp): gamma rows, beta rows
             b = film.proj.bias.view(2, self.hidden)
             if i == 0:
@@ -221,7 +224,7 @@ class AutoregressiveHead(PredictorHead):
         s, e = self.starts[d], self.starts[d + 1]
         if s == e:
             return
-        for i, (x, w, layer) in enumerate(zip(xs, weights, self.layers)):
+        for i, (x, w, layer) in enumerate(zip(xs, weights, cast(Iterable[MaskedLinear], self.layers))):
             cw, cb = cond[i]
             proj = F.linear(c, cw[s:e].flatten(0, 1), cb[s:e].flatten()).view(c.shape[0], e - s, -1)  # (R, n, k)
             if i == 0:
@@ -240,7 +243,7 @@ class AutoregressiveHead(PredictorHead):
         R, D, K = c.shape[0], self.embed_dim, self.components
         z = c.new_zeros(R, D)
         xs = [c.new_zeros(R, self.hidden) for _ in self.layers]  # (R, H) per layer
-        weights = [layer.masked_weight() for layer in self.layers]
+        weights = [layer.masked_weight() for layer in cast(Iterable[MaskedLinear], self.layers)]
         cond = self._cond_weights()
         w_out, w_dir, b_out = self.out.masked_weight(), self.direct.masked_weight(), self.out.bias
         for d in range(D):

@@ -114,6 +114,8 @@ class Denoiser(nn.Module):
 
 @HEADS.register("diffusion")
 class DiffusionHead(PredictorHead):
+    abar: torch.Tensor  # a buffer: the cumulative alpha products of the schedule
+
     def __init__(
         self,
         cond_dim: int,

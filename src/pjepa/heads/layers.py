@@ -7,19 +7,22 @@
 - ``FiLM`` (Perez et al. 2018): feature-wise scale and shift computed from the
   trunk's conditioning vector; initialised near the identity (small weights,
   zero bias) so a head starts almost unconditioned yet gradients reach ``h``.
-- ``sinusoidal_embedding``: the Transformer / DDPM timestep embedding.
+- ``sinusoidal_embedding``: the Transformer / DDPM timestep embedding (defined in
+  ``pjepa.models.diffusion``, which the generative study shares).
 - ``ResidualMLPBlock``: pre-norm residual MLP with FiLM, the denoiser /
   velocity-field body of the diffusion and flow-matching heads.
+- ``base_draws``: the rows a transport head (RealNVP flow, flow matching) maps
+  from its N(0, I) base to targets, with the condition of each row.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pjepa.models.diffusion import sinusoidal_embedding  # noqa: F401  (the heads' timestep embedding)
 
 
 class ActNorm(nn.Module):
@@ -29,6 +32,8 @@ class ActNorm(nn.Module):
     batch mean / log std (averaged over ranks under torch.distributed, so every
     replica starts identical). The flag is a buffer, so checkpoints keep it.
     """
+
+    initialized: torch.Tensor  # a buffer (nn.Module types attribute access as Tensor | Module)
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -84,22 +89,6 @@ class FiLM(nn.Module):
         return x * (1 + gamma) + beta
 
 
-def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """(...,) timesteps (integer DDPM steps or continuous times) -> (..., dim).
-
-    Vaswani et al. 2017 / Ho et al. 2020: cos/sin of t at geometrically spaced
-    frequencies 1 .. 1/max_period. Continuous t in [0, 1] should be scaled up
-    (e.g. by 1000) by the caller so the fast frequencies resolve it.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float().unsqueeze(-1) * freqs  # (..., half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))
-    return emb
-
-
 class ResidualMLPBlock(nn.Module):
     """x + W2 act(FiLM(W1 LN(x), c)); the output projection starts at zero."""
 
@@ -115,3 +104,17 @@ class ResidualMLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return x + self.fc2(F.silu(self.film(self.fc1(self.norm(x)), c)))
+
+
+def base_draws(
+    h: torch.Tensor, n: int, dim: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, M, Dp) conditions -> z ~ N(0, I) (n*B*M, D) and each row's condition (n*B*M, Dp).
+
+    Draw k of token (b, m) is row (k, b, m) flattened, so ``x.reshape(n, B, M, D)``
+    restores the layout of ``sample``; all n draws go through the head as one batch.
+    """
+    lead = h.shape[:-1]
+    z = torch.randn((n, *lead, dim), generator=generator, device=h.device).reshape(-1, dim)
+    rows = h.reshape(1, -1, h.shape[-1]).expand(n, -1, -1).reshape(z.shape[0], -1)
+    return z, rows

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pjepa.errors import ConfigError
+from pjepa.masking.registry import MASKS
 
 Size = tuple[int, int]  # (rows, cols)
 
@@ -55,7 +56,7 @@ class MaskBatch:
         """M, the number of target blocks per sample."""
         return int(self.tgt_idx.shape[1])
 
-    def to(self, device: torch.device | str) -> "MaskBatch":
+    def to(self, device: torch.device | str) -> MaskBatch:
         """A copy with both index tensors on ``device`` (stats shared)."""
         return MaskBatch(self.ctx_idx.to(device), self.tgt_idx.to(device), self.stats)
 
@@ -86,9 +87,9 @@ def block_size(scale: float, aspect: float, grid: Size, rule: str = "pjepa") -> 
         area = int(rows * cols * scale)
         h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
         return max(min(h, rows - 1), 1), max(min(w, cols - 1), 1)
-    area = scale * rows * cols
-    h = int(math.floor(math.sqrt(area * aspect) + 0.5))
-    w = int(math.floor(math.sqrt(area / aspect) + 0.5))
+    exact = scale * rows * cols  # not truncated to whole patches, unlike the official rule above
+    h = int(math.floor(math.sqrt(exact * aspect) + 0.5))
+    w = int(math.floor(math.sqrt(exact / aspect) + 0.5))
     return min(max(h, 1), rows), min(max(w, 1), cols)
 
 
@@ -180,6 +181,7 @@ def _int(name: str, value: int, low: int) -> int:
 # ---------------------------------------------------------------- the sampler
 
 
+@MASKS.register("multiblock")
 class MultiBlockMaskSampler:
     """I-JEPA multi-block mask sampler over an ``H x W`` patch grid.
 

@@ -10,6 +10,7 @@ import torch
 
 from pjepa.errors import ConfigError
 from pjepa.masking.multiblock import MaskBatch
+from pjepa.masking.registry import MASKS
 
 
 class RandomMaskSampler:
@@ -50,3 +51,9 @@ class RandomMaskSampler:
 
     def __repr__(self) -> str:
         return f"RandomMaskSampler(num_patches={self.num_patches}, mask_ratio={self.mask_ratio})"
+
+
+@MASKS.register("random")
+def random_masks(grid_size: int, mask_ratio: float = 0.75) -> RandomMaskSampler:
+    """MAE random masking on a square ``grid_size`` grid: one target "block" of every masked patch."""
+    return RandomMaskSampler(grid_size * grid_size, mask_ratio)

@@ -1,10 +1,22 @@
-"""Methods compose encoders, masking, predictor trunk and head into a loss."""
+"""Methods compose encoders, masking, predictor trunk and head into a loss.
 
-from pjepa.methods import finetune, ijepa, mae, njepa  # noqa: F401  (register each)
-from pjepa.methods.base import Batch, HeadMonitor, Method, Monitors, StepOutput
+A method registers itself in its own module with ``@METHODS.register("name")``; every module of
+this package is imported at the end of this file, so a new method is one new file.
+"""
+
+from pjepa.methods.base import Batch, Capabilities, HeadMonitor, Method, Monitors, StepOutput
+from pjepa.methods.labels import method_label
 from pjepa.methods.registry import METHODS
+from pjepa.registry import import_modules
 
-__all__ = ["METHODS", "Batch", "HeadMonitor", "Method", "Monitors", "StepOutput", "build_method"]
+__all__ = ["METHODS", "Batch", "Capabilities", "HeadMonitor", "Method", "Monitors", "StepOutput", "build_method",
+           "capabilities", "method_label"]
+
+
+def capabilities(cfg) -> Capabilities:
+    """What the method ``cfg.method.name`` has when trained from ``cfg`` (a head, a target encoder), read
+    from the config alone: a run's ``Run(path).config`` will do."""
+    return METHODS.get(cfg.method.name).capabilities(cfg)
 
 
 def build_method(cfg, init: bool = True) -> Method:
@@ -24,3 +36,7 @@ def expand_path(path: str) -> str:
     import os
 
     return os.path.expanduser(os.path.expandvars(path))
+
+
+# Last: some modules (load, weights) import build_method from this package.
+import_modules(__name__, __path__)  # each method module registers itself

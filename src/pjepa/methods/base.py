@@ -6,23 +6,47 @@ steps the optimiser over ``param_groups()``, applies the EMA pairs the method
 declares, compiles ``compile_modules()``, and at periodic evaluation rates what
 ``monitors()`` names. Evaluation asks ``feature_encoder()`` for the encoder
 whose features it rates. The loop never names a method's modules: a new method
-(N-JEPA, MAE, a fine-tune) is a new file and a registry line.
+(N-JEPA, MAE, a fine-tune) is a new file that registers itself.
+
+What a method has (a predictor head, an EMA teacher) it declares in ``capabilities(cfg)``,
+read from a config without building the model: the table and the figures ask it
+instead of testing method names.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
 
 from pjepa.heads import PredictorHead
+from pjepa.models import VisionTransformer
+
+if TYPE_CHECKING:
+    from pjepa.config import Config
 
 Metrics = dict[str, torch.Tensor | float]
 #: (normalised images (B, 3, S, S), CPU mask generator) -> (h (B, T, Dp), y (B, T, D))
 ConditionFn = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method trained from a config has, known without building it.
+
+    Attributes:
+        has_head: it trains a predictor head (the ``head`` config is used): head metrics,
+            calibration and the head figures apply to its runs.
+        has_target_encoder: it keeps a target encoder apart from the context encoder (an EMA
+            teacher); False where "target" names the context encoder itself.
+    """
+
+    has_head: bool
+    has_target_encoder: bool
 
 
 @dataclass
@@ -70,15 +94,25 @@ class Monitors:
     """What periodic evaluation may rate: encoders by kNN (the first one picks ``checkpoints/best``)
     and predictive heads by the head metrics. Empty where a method has none."""
 
-    encoders: dict[str, nn.Module] = field(default_factory=dict)
+    encoders: dict[str, VisionTransformer] = field(default_factory=dict)
     heads: dict[str, HeadMonitor] = field(default_factory=dict)
 
 
 class Method(nn.Module, ABC):
     """Base class of every registered method. ``forward(batch)`` is ``training_step`` (so DDP can wrap it)."""
 
-    #: False for methods that do not use the ``head`` config (MAE): tables then show no head.
-    uses_head: bool = True
+    #: False for methods that do not use the ``head`` config (MAE, a fine-tune): tables then show no head
+    #: and head figures skip their runs.
+    has_head: ClassVar[bool] = True
+    #: True for methods with a target encoder apart from the context encoder (an EMA teacher).
+    has_target_encoder: ClassVar[bool] = False
+    #: How tables and reports name the method ("I-JEPA"); empty: its registered name.
+    label: ClassVar[str] = ""
+
+    @classmethod
+    def capabilities(cls, cfg: Config) -> Capabilities:
+        """What this method has when trained from ``cfg`` (its ``method.options`` may decide)."""
+        return Capabilities(has_head=cls.has_head, has_target_encoder=cls.has_target_encoder)
 
     @abstractmethod
     def training_step(self, batch: Batch) -> StepOutput:
@@ -93,7 +127,8 @@ class Method(nn.Module, ABC):
         Default: weight decay on matrices and convolutions only (not biases,
         norms, tokens). A fine-tune overrides this for layer-wise LR decay.
         """
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -124,6 +159,6 @@ class Method(nn.Module, ABC):
         return out
 
     @abstractmethod
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         """An encoder mapping (B, 3, H, W) -> (B, N, D) tokens for evaluation, with
         ``intermediate_layers(images, n)`` for probes over the last n layers."""

@@ -30,7 +30,8 @@ _BLOCK = re.compile(r"^encoder\.blocks\.(\d+)\.")
 class FineTune(Method):
     """Options: num_classes (required), layer_decay (0.75), drop_path (0.1), label_smoothing (0.1)."""
 
-    uses_head = False
+    label = "fine-tune"
+    has_head = False
 
     def __init__(self, cfg: Config, num_classes: int = 0, layer_decay: float = 0.75, drop_path: float = 0.1,
                  label_smoothing: float = 0.1) -> None:
@@ -92,5 +93,5 @@ class FineTune(Method):
     def monitors(self) -> Monitors:
         return Monitors(encoders={"encoder": self.encoder})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         return self.encoder

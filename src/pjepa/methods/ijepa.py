@@ -26,7 +26,7 @@ from pjepa.errors import ConfigError
 from pjepa.heads import build_head
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks
-from pjepa.methods.base import Batch, HeadMonitor, Method, Metrics, Monitors, StepOutput
+from pjepa.methods.base import Batch, Capabilities, HeadMonitor, Method, Metrics, Monitors, StepOutput
 from pjepa.methods.registry import METHODS
 from pjepa.models import PredictorTrunk, VisionTransformer
 from pjepa.profiling import part
@@ -63,16 +63,18 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, erank, torch.full_like(erank, float("nan")))
 
 
-def step_metrics(y: torch.Tensor, z: torch.Tensor, tgt_idx: torch.Tensor, diagnostics: bool) -> Metrics:
-    """The mask counts and collapse monitors every JEPA step logs: y (T_rows, M*Nt, D) targets,
-    z (T_rows, Nc, D) context tokens, tgt_idx (T_rows, M, Nt)."""
+def step_metrics(y: torch.Tensor | None, z: torch.Tensor, tgt_idx: torch.Tensor, diagnostics: bool) -> Metrics:
+    """The mask counts and collapse monitors every masked-prediction step logs: y (T_rows, M*Nt, D) targets
+    (None for a method without target embeddings, MAE: no target monitors), z (T_rows, Nc, D) context
+    tokens, tgt_idx (T_rows, M, Nt)."""
     metrics: Metrics = {"mask/num_context": float(z.shape[1]),
                         "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2])}
-    # Collapse monitor: std across the batch of each row's mean target (before any batch statistics).
-    metrics["collapse/target_std"] = y.detach().float().mean(dim=1).std(dim=0).mean()
+    if y is not None:
+        # Collapse monitor: std across the batch of each row's mean target (before any batch statistics).
+        metrics["collapse/target_std"] = y.detach().float().mean(dim=1).std(dim=0).mean()
     # The same for the student: what an image-level regulariser acts on.
     metrics["collapse/context_std"] = z.detach().float().mean(dim=1).std(dim=0).mean()
-    if diagnostics:
+    if diagnostics and y is not None:
         metrics["collapse/target_erank"] = effective_rank(y.flatten(0, 1).detach())
     return metrics
 
@@ -93,6 +95,15 @@ class IJEPA(Method):
             (``target`` names it too). ``online_stopgrad``: the same features under
             no_grad (SimSiam's stop-gradient; cheaper: no backward through the full-image pass).
     """
+
+    label = "I-JEPA"
+    has_target_encoder = True  # with the default ``target: ema``; ``capabilities`` reads the option
+
+    @classmethod
+    def capabilities(cls, cfg: Config) -> Capabilities:
+        """A head always; a target encoder of its own only with the EMA teacher (``target: ema``)."""
+        target = cfg.method.options.get("target", "ema")
+        return Capabilities(has_head=cls.has_head, has_target_encoder=cls.has_target_encoder and target == "ema")
 
     def __init__(self, cfg: Config, target_norm: bool = True, target: str = "ema") -> None:
         super().__init__()
@@ -173,7 +184,7 @@ class IJEPA(Method):
         encoders = {"target": self.target_encoder} if self.target_encoder is not None else {"context": self.encoder}
         return Monitors(encoders=encoders, heads={"head": HeadMonitor(self.head, self.head_conditions)})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         if which == "target":
             return self.target_encoder if self.target_encoder is not None else self.encoder
         if which == "context":

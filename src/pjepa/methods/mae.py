@@ -24,10 +24,10 @@ from pjepa.config import Config
 from pjepa.errors import ConfigError
 from pjepa.masking import build_mask_sampler
 from pjepa.masking.ops import apply_masks, patchify
-from pjepa.methods.base import Batch, Method, Metrics, Monitors, StepOutput
-from pjepa.methods.ijepa import build_encoder
+from pjepa.methods.base import Batch, Method, Monitors, StepOutput
+from pjepa.methods.ijepa import build_encoder, step_metrics
 from pjepa.methods.registry import METHODS
-from pjepa.models import PredictorTrunk
+from pjepa.models import PredictorTrunk, VisionTransformer
 from pjepa.profiling import part
 from pjepa.regularisers import build_regulariser, regularise
 
@@ -56,7 +56,8 @@ class MAE(Method):
         norm_pix: regress per-patch normalised pixels (MAE's default) instead of the pixels.
     """
 
-    uses_head = False
+    label = "MAE"
+    has_head = False
 
     def __init__(self, cfg: Config, decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
                  loss: str = "mse", norm_pix: bool = True) -> None:
@@ -90,9 +91,7 @@ class MAE(Method):
         with part("loss"):
             target = pixel_targets(images.float(), self.patch_size, tgt_idx.flatten(1), self.norm_pix)
             loss = F.mse_loss(pred, target) if self.loss_name == "mse" else F.l1_loss(pred, target)
-        metrics: Metrics = {"mask/num_context": float(ctx_idx.shape[1]),
-                            "mask/num_target": float(tgt_idx.shape[1] * tgt_idx.shape[2]),
-                            "collapse/context_std": z.detach().float().mean(dim=1).std(dim=0).mean()}
+        metrics = step_metrics(None, z, tgt_idx, batch.diagnostics)
         loss = loss + regularise(self.reg, z, batch.step, metrics)
         return StepOutput(loss, metrics)
 
@@ -102,7 +101,7 @@ class MAE(Method):
     def monitors(self) -> Monitors:
         return Monitors(encoders={"encoder": self.encoder})
 
-    def feature_encoder(self, which: str = "target") -> nn.Module:
+    def feature_encoder(self, which: str = "target") -> VisionTransformer:
         if which not in ("target", "context"):
             raise ConfigError(f"encoder {which!r}: choose target or context (MAE has one encoder: both name it)")
         return self.encoder

@@ -65,6 +65,8 @@ class NJEPA(IJEPA):
         weight_ct, weight_nt, weight_nc: the loss weights (N-T and N-C at 0 = I-JEPA).
     """
 
+    label = "N-JEPA"
+
     def __init__(
         self,
         cfg: Config,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pjepa.atomic import atomic_write_text
 from pjepa.errors import WeightsError
 from pjepa.methods.load import load_run_method
 from pjepa.models import VisionTransformer
@@ -76,7 +77,7 @@ def write_model_card(run: Run, path: Path, arch: dict, encoder: str, checkpoint:
              "fc_norm=False, num_classes=0)",
              f"model.load_state_dict(safetensors.torch.load_file({path.name!r}))", "```", ""]
     card_path = path.with_suffix(".md")
-    card_path.write_text("\n".join(card))
+    atomic_write_text(card_path, "\n".join(card))
     return card_path
 
 

@@ -50,16 +50,18 @@ steps and 0.505 at 25 (docs/results.md, "Diffusion head fidelity").
 The network may predict the noise eps (Ho et al.), the clean x0, or the velocity
 v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022);
 ``split_prediction`` turns any of them into the (x0_hat, eps_hat) pair the
-samplers use.
+samplers use. ``sinusoidal_embedding`` is the timestep embedding of every
+denoiser here (the diffusion and flow heads, the generative study's UNet).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from pjepa.errors import ConfigError
 
@@ -274,3 +276,19 @@ def sample_ode(denoise_fn: DenoiseFn, schedule: DiffusionSchedule, x: torch.Tens
         prev_x0 = x0_hat
         x = ab_prev.sqrt() * d + ((1 - ab_prev) / (1 - ab)).sqrt() * (x - ab.sqrt() * d)
     return x
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(...,) timesteps (integer DDPM steps or continuous times) -> (..., dim).
+
+    Vaswani et al. 2017 / Ho et al. 2020: cos/sin of t at geometrically spaced
+    frequencies 1 .. 1/max_period. Continuous t in [0, 1] should be scaled up
+    (e.g. by 1000) by the caller so the fast frequencies resolve it.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float().unsqueeze(-1) * freqs  # (..., half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb

@@ -25,6 +25,9 @@ from pjepa.models.vit import INIT_SCHEMES, Block, init_weights, rescale_residual
 
 
 class PredictorTrunk(nn.Module):
+    pos_embed: torch.Tensor  # a buffer: fixed sin-cos positions
+    mask_token: nn.Parameter | None  # None: the caller passes another trunk's (N-JEPA's shared token)
+
     def __init__(
         self,
         num_patches: int,
@@ -45,12 +48,13 @@ class PredictorTrunk(nn.Module):
         self.layout = layout
         self.pred_dim = pred_dim
         self.embed = nn.Linear(embed_dim, pred_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
+        token = nn.Parameter(torch.zeros(1, 1, pred_dim))
+        self.mask_token = token
         self.register_buffer("pos_embed", sincos_2d(pred_dim, grid, grid)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(pred_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(pred_dim, eps=1e-6)
         self.apply(init_weights)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(token, std=0.02)
         if init_scheme == "official":  # the official predictor rescales its residual branches by depth too
             rescale_residual_branches(self.blocks)
 
@@ -90,7 +94,10 @@ class PredictorTrunk(nn.Module):
         z = self.embed(ctx) + apply_masks(pos, ctx_idx)  # (B, Nc, Dp)
         if tgt_pos is None:
             tgt_pos = self.target_positions(tgt_idx)
-        queries = (self.mask_token if mask_token is None else mask_token) + tgt_pos  # (B, M*Nt, Dp)
+        token = self.mask_token if mask_token is None else mask_token
+        if token is None:
+            raise ValueError("this trunk's own mask token was removed (a shared one): pass mask_token")
+        queries = token + tgt_pos  # (B, M*Nt, Dp)
         if self.layout == "joint":
             mask = block_attention_mask(Nc, M, Nt, device=ctx.device)  # (L, L)
             out = self._run(torch.cat([z, queries], dim=1), mask)

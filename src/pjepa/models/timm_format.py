@@ -32,18 +32,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from pjepa.atomic import atomic_path
 from pjepa.errors import WeightsError
-from pjepa.models.vit import VisionTransformer
+from pjepa.models.vit import Block, VisionTransformer
 
 FORMAT = "timm.VisionTransformer(class_token=False, global_pool='avg', fc_norm=False)"
 ARCH_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -114,7 +113,7 @@ def mlp_ratio_for(hidden: int, dim: int) -> float:
 
 def architecture(encoder: VisionTransformer) -> dict[str, Any]:
     """The sizes that rebuild ``encoder`` (``build_encoder_from``), plus ``num_patches`` and ``format``."""
-    block = encoder.blocks[0] if len(encoder.blocks) else None
+    block = cast(Block, encoder.blocks[0]) if len(encoder.blocks) else None
     dim = encoder.embed_dim
     patch = encoder.patch_embed.kernel_size[0]
     return {
@@ -123,7 +122,7 @@ def architecture(encoder: VisionTransformer) -> dict[str, Any]:
         "embed_dim": dim,
         "depth": len(encoder.blocks),
         "num_heads": block.attn.num_heads if block is not None else 1,
-        "mlp_ratio": mlp_ratio_for(block.mlp[0].out_features, dim) if block is not None else 4.0,
+        "mlp_ratio": mlp_ratio_for(cast(torch.nn.Linear, block.mlp[0]).out_features, dim) if block is not None else 4.0,
         "num_patches": encoder.num_patches,
         "format": FORMAT,
     }
@@ -194,15 +193,6 @@ def _json_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_timm_state(state: dict[str, torch.Tensor], arch: dict[str, Any], path: str | Path) -> Path:
     """Write timm-form ``state`` to ``path`` (safetensors: CPU, contiguous, own storage) and ``arch`` to
     ``path.with_suffix('.json')``. Returns ``path``."""
@@ -210,8 +200,10 @@ def save_timm_state(state: dict[str, torch.Tensor], arch: dict[str, Any], path: 
     json_path = _json_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "layout": FORMAT}))
-    _atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(arch, indent=2) + "\n"))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "layout": FORMAT})
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(arch, indent=2) + "\n")
     return path
 
 
@@ -280,7 +272,7 @@ def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Key -> shape of every tensor of a safetensors file, read from its header alone (no tensor data)."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118  (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
 

@@ -7,6 +7,9 @@ optional patch indices so the context encoder only processes visible patches.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -84,9 +87,9 @@ INIT_SCHEMES = ("pjepa", "official")
 
 def rescale_residual_branches(blocks: nn.ModuleList) -> None:
     """Divide block i's (1-based) residual output layers by sqrt(2 i): I-JEPA's ``fix_init_weight``."""
-    for i, block in enumerate(blocks, start=1):
+    for i, block in enumerate(cast(Iterable[Block], blocks), start=1):
         block.attn.proj.weight.data.div_((2.0 * i) ** 0.5)
-        block.mlp[2].weight.data.div_((2.0 * i) ** 0.5)
+        cast(nn.Linear, block.mlp[2]).weight.data.div_((2.0 * i) ** 0.5)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -140,7 +143,8 @@ class VisionTransformer(nn.Module):
         rescale_residual_branches(self.blocks)
         if init_scheme == "official":
             nn.init.trunc_normal_(self.patch_embed.weight, std=0.02)
-            nn.init.zeros_(self.patch_embed.bias)
+            if self.patch_embed.bias is not None:  # always (bias=True above); the check is for the type
+                nn.init.zeros_(self.patch_embed.bias)
 
     def _tokens(self, images: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, N, D)

@@ -28,7 +28,7 @@ def samples_at_level(z: torch.Tensor, level: str) -> torch.Tensor:
     return z.flatten(0, 1) if level == "token" else z.mean(dim=1)
 
 
-def regularise(reg: "Regulariser", z: torch.Tensor, step: int, metrics: dict) -> torch.Tensor:
+def regularise(reg: Regulariser, z: torch.Tensor, step: int, metrics: dict) -> torch.Tensor:
     """``reg``'s weighted loss on the student's tokens z (B, N, D), its metrics added to ``metrics``;
     a zero (and no call) for ``none``."""
     if not reg.active:
@@ -46,8 +46,10 @@ class Regulariser(nn.Module, ABC):
     adding or switching one never changes a checkpoint's keys.
     """
 
-    #: False for ``none``: the method can skip the call.
+    #: False for ``none``: the method can skip the call (and tables name no regulariser).
     active: bool = True
+    #: How tables name the regulariser ("VICReg"); empty: its registered name.
+    label: str = ""
 
     @abstractmethod
     def forward(self, z: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -82,6 +82,11 @@ class SIGReg(Regulariser):
     level (``image``, LeJEPA's: one sample per image; or ``token``).
     """
 
+    t: torch.Tensor  # buffers: the quadrature of the Epps-Pulley statistic
+    phi: torch.Tensor
+    weights: torch.Tensor
+    label = "SIGReg"
+
     def __init__(self, weight: float = 0.05, num_slices: int = 256, knots: int = 17, t_max: float = 3.0,
                  level: str = "image") -> None:
         super().__init__()

@@ -38,6 +38,8 @@ class VICReg(Regulariser):
     weight of 25), level (``token`` or ``image``).
     """
 
+    label = "VICReg"
+
     def __init__(self, var_weight: float = 1.0, cov_weight: float = 0.04, level: str = "token") -> None:
         super().__init__()
         for key, w in (("var_weight", var_weight), ("cov_weight", cov_weight)):

@@ -1,23 +1,35 @@
-"""The run directory: its one reader (``Run``), checkpoints, the metrics log and atomic writes.
+"""The run directory: its one reader (``Run``), its one writer's policy (``RunDirectory``: new, resume,
+auto-resume, force, the lock, the run files), checkpoints and the metrics log (how tables name what a
+run trained, ``method_label``, is in ``pjepa.methods``: the words come from the plug-ins).
 
 Training writes a run directory; evaluation, tables and figures read it through
-``Run``. Nothing here imports ``train``, ``eval`` or ``methods``.
+``Run``. Nothing here imports ``train``, ``eval`` or ``methods``. Every file is written through
+``pjepa.atomic``; its ``atomic_write_bytes`` can be imported from here too.
 """
 
-from pjepa.runs.checkpoint import (checkpoint_path, checkpoint_step, keep_history, load_checkpoint, load_weights_into,
-                                   save_checkpoint)
+from pjepa.atomic import atomic_write_bytes
+from pjepa.runs.checkpoint import (
+                                   checkpoint_path,
+                                   checkpoint_step,
+                                   keep_history,
+                                   load_checkpoint,
+                                   load_weights_into,
+                                   save_checkpoint,
+)
 from pjepa.runs.device import resolve_device
-from pjepa.runs.metrics import MetricsLogger, read_metrics
+from pjepa.runs.directory import RunDirectory, Start
 from pjepa.runs.lock import RunLock, writer
-from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision, resolve_precision
+from pjepa.runs.metrics import MetricsLogger, read_metrics
+from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
 from pjepa.runs.run import Run, check_resume_overrides, is_legacy
-from pjepa.runs.state_io import atomic_write_bytes
 
 __all__ = [
     "MetricsLogger",
     "Run",
+    "RunDirectory",
     "ResolvedPrecision",
     "RunLock",
+    "Start",
     "writer",
     "check_resume_overrides",
     "atomic_write_bytes",
@@ -31,6 +43,5 @@ __all__ = [
     "load_weights_into",
     "read_metrics",
     "resolve_device",
-    "resolve_precision",
     "save_checkpoint",
 ]

@@ -25,21 +25,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from pjepa.atomic import atomic_write_bytes, fsync_dir, move
 from pjepa.errors import CheckpointError
-from pjepa.runs.state_io import atomic_write_bytes, load_tree, read_scalars, save_tree
+from pjepa.runs.state_io import load_tree, read_scalars, save_tree
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 CHECKSUM_FILE = "checksums.json"  # sha256 of both files, written last: silent corruption is named on load
 _warned_unverified: set[str] = set()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Tensor], train_state: Any) -> Path:
@@ -61,10 +54,12 @@ def save_checkpoint(ckpt_root: Path, name: str, model_state: dict[str, torch.Ten
         shutil.rmtree(tmp, ignore_errors=True)  # the half-written new one goes; the old one was never touched
         raise
     shutil.rmtree(old, ignore_errors=True)
+    # Two renames, then one folder fsync for both: a crash between them leaves only ``.<name>.old``, which
+    # checkpoint_path falls back to.
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
     shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -82,7 +77,7 @@ def keep_history(ckpt_root: Path, step: int, keep_last: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             shutil.copytree(ckpt_root / "last", tmp, copy_function=_link_or_copy)
-            os.replace(tmp, copy)
+            move(tmp, copy)
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"cannot keep {copy}: {e.strerror or e}; free space or set train.keep_last=1") from None

@@ -13,12 +13,13 @@ import json
 import math
 import os
 import secrets
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
+from pjepa.atomic import atomic_write_bytes
 from pjepa.errors import CheckpointError
-from pjepa.runs.state_io import atomic_write_bytes
 
 
 class MetricsLogger:
@@ -43,9 +44,9 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is a core dependency; tolerate a user who removed it
-            SummaryWriter = None
-        if SummaryWriter is not None:
-            self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+            pass
+        else:
+            self._tb = _TensorBoard(SummaryWriter, run_dir / "tb", resume_step)
 
     def _truncate(self, step: int) -> None:
         """Keep the rows up to ``step`` (atomically: a kill here leaves the old log or the new one)."""
@@ -58,9 +59,7 @@ class MetricsLogger:
         clean = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
         append_line(self.path, json.dumps({"step": step, **clean}, allow_nan=True))
         if self._tb is not None:
-            for k, v in clean.items():
-                if isinstance(v, float) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, step)
+            self._tb.add_scalars(step, {k: v for k, v in clean.items() if isinstance(v, float) and math.isfinite(v)})
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in clean.items() if isinstance(v, float)}, step=step)
 
@@ -69,6 +68,47 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+class _TensorBoard:
+    """TensorBoard's event writer with its failures named: it writes from a background thread, which meets a
+    full disk first and would print a raw traceback; that thread's error is kept quiet here and raised in the
+    training thread at the next call as a CheckpointError naming the folder (metrics.jsonl and the
+    checkpoints written before stay intact, and ``--resume`` continues the run)."""
+
+    def __init__(self, writer_cls: Any, folder: Path, resume_step: int | None) -> None:
+        self.folder = folder
+        _quiet_tensorboard_thread()
+        self._w = self._call(lambda: writer_cls(str(folder), purge_step=resume_step))
+
+    def _call(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except OSError as e:
+            raise CheckpointError(f"cannot write TensorBoard events to {self.folder}: {e.strerror or e}; free "
+                                  "space or fix permissions, then continue the run with pjepa train --resume") from None
+
+    def add_scalars(self, step: int, values: dict[str, float]) -> None:
+        self._call(lambda: [self._w.add_scalar(k, v, step) for k, v in values.items()])
+
+    def close(self) -> None:
+        self._call(self._w.close)
+
+
+def _quiet_tensorboard_thread() -> None:
+    """Install (once) a ``threading.excepthook`` that keeps TensorBoard's writer thread from printing a raw
+    traceback for an OSError; the writer re-raises that error in the caller's thread at its next call."""
+    previous = threading.excepthook
+    if getattr(previous, "_pjepa_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if issubclass(args.exc_type, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+            return
+        previous(args)
+
+    hook._pjepa_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def start_wandb(run_dir: Path, project: str, config: dict[str, Any]) -> Any:

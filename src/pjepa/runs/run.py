@@ -10,15 +10,17 @@
       eval/*.json        evaluation results       -> Run.eval_results(), Run.write_eval(NAME, result)
       figures/           figures (viz)            -> Run.figures_dir
 
-Evaluation, tables and figures read runs only through this class. Runs written
-by pjepa 0.1 (``train.method``, flat model keys, ``data.val_split``) load: their
-config is migrated on read (see ``pjepa.config.migrate_legacy``).
+Evaluation, tables and figures read runs only through this class; what happens to a run
+directory (new, resume, auto-resume, force, the lock, the run files) is ``RunDirectory``'s
+(``runs/directory.py``), which calls the few writers here (``record_resume``, ``move_aside``, ``clear``). Runs
+written by earlier releases (pjepa 0.1's ``train.method``, flat model keys and ``data.val_split``; VICReg
+weights among the method's options; flow matching as ``head.name: flow`` with ``objective: flow_matching``)
+load: their config is migrated on read (see ``pjepa.config.migrate_legacy``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from functools import cached_property
@@ -28,14 +30,12 @@ from typing import Any
 import torch
 import yaml
 
-from pjepa.config import MOVED_KEYS, Config, build_config, has_method_vicreg, migrate_legacy
+from pjepa.atomic import atomic_write_json, move
+from pjepa.config import MOVED_KEYS, Config, build_config, has_legacy_flow_head, has_method_vicreg, migrate_legacy
 from pjepa.errors import CheckpointError, ConfigError
-from pjepa.runs.metrics import append_line
 from pjepa.runs.checkpoint import checkpoint_path, load_checkpoint
+from pjepa.runs.metrics import append_line, read_metrics
 from pjepa.runs.precision import eval_amp_dtype, valid_record
-from pjepa.runs.metrics import read_metrics
-from pjepa.runs.state_io import atomic_write_bytes
-
 
 #: What a resume may change: how long, how often to log / evaluate / save, and where it runs; anything
 #: else (model, data, method, head, optimiser, masks, seed) would make the run a different experiment.
@@ -76,9 +76,9 @@ def check_resume_overrides(overrides: list[str]) -> None:
 
 
 def is_legacy(data: dict[str, Any]) -> bool:
-    """True for a config mapping in the pjepa 0.1 layout."""
+    """True for a config mapping in the layout of an earlier release (see ``pjepa.config.migrate_legacy``)."""
     return (any(key.split(".")[1] in (data.get(key.split(".")[0]) or {}) for key in MOVED_KEYS)
-            or has_method_vicreg(data))
+            or has_method_vicreg(data) or has_legacy_flow_head(data))
 
 
 class Run:
@@ -225,7 +225,7 @@ class Run:
         dest = parent / str(n)
         dest.mkdir(parents=True)
         for name in present:
-            os.replace(self.path / name, dest / name)
+            move(self.path / name, dest / name)
         return dest
 
     def clear(self) -> None:
@@ -242,7 +242,7 @@ class Run:
         path = self.eval_dir / f"{name}.json"
         if path.is_file():
             self._keep_previous(path, result)
-        atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+        atomic_write_json(path, result)
         return path
 
     def _keep_previous(self, path: Path, result: dict[str, Any]) -> None:
@@ -250,7 +250,7 @@ class Run:
         previous.mkdir(exist_ok=True)
         n = 1 + sum(1 for _ in previous.glob(f"{path.stem}.*.json"))
         kept = previous / f"{path.stem}.{n}.json"
-        os.replace(path, kept)
+        move(path, kept)
         try:
             old = json.loads(kept.read_text())
         except (OSError, ValueError):

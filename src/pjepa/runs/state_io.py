@@ -21,9 +21,8 @@ dropped. Anything else raises TypeError naming its path in the tree.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
+from pjepa.atomic import atomic_write_bytes
 from pjepa.errors import CheckpointError
 
 FORMAT = "pjepa.state_tree/1"
@@ -126,7 +126,8 @@ def _decode(node: Any, tensors: dict[str, torch.Tensor], device: torch.device) -
     if kind in ("list", "tuple"):
         children = [_decode(v, tensors, device) for v in node["items"]]
         return tuple(children) if kind == "tuple" else children
-    scalars = {"none": lambda v: None, "bool": bool, "int": int, "float": float, "str": str}
+    scalars: dict[str, Callable[[Any], Any]] = {"none": lambda v: None, "bool": bool, "int": int, "float": float,
+                                                "str": str}
     if kind not in scalars:
         raise ValueError(f"unknown node type {kind!r}")
     return scalars[kind](node.get("value"))
@@ -137,50 +138,6 @@ def _decode_key(key: Any) -> str | int:
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise ValueError(f"bad dict key {key!r}")
     return key
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix.
-
-    Writes a temporary file in the same directory (same filesystem, so the
-    rename is atomic), fsyncs it, ``os.replace``s it onto ``path`` and fsyncs
-    the directory. On any failure the temporary file is removed and ``path``
-    is untouched. The parent directory must exist (CheckpointError otherwise).
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise CheckpointError(f"cannot write {path}: directory {path.parent} does not exist")
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like open(..., "wb")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # disk full, read-only, permissions: say which file, keep the old one
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path} ({len(data)} bytes): {e.strerror or e}; the previous "
-                              "version, if any, is intact. Free space or fix permissions, then resume") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_tree(path: str | Path, tree: Any) -> None:

@@ -10,6 +10,7 @@ root, a read-only mount does).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -25,10 +26,8 @@ def _probe(folder: Path, what: str) -> None:
         raise CheckpointError(f"{what} {folder} is not writable ({e.strerror or e}); choose another folder or "
                               "fix its permissions") from None
     finally:
-        try:
+        with contextlib.suppress(OSError):
             probe.unlink()
-        except OSError:
-            pass
 
 
 def writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:

@@ -15,16 +15,15 @@ and never imports ``train``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pjepa.errors import ConfigError
-from pjepa.sweep.grid import GridPoint, Override, grid_points, parse_grid, split_top_level
+from pjepa.sweep.grid import MAX_RUNS, GridPoint, Override, grid_points, parse_grid, split_top_level
 from pjepa.sweep.plan import SweepPlan, plan_sweep, settle_sweep_dir
 from pjepa.sweep.runner import Outcome, PointJob, run_local, run_point
 from pjepa.sweep.slurm import SlurmOptions, submit_jobs
-from pjepa.sweep.grid import MAX_RUNS
-from pjepa.sweep.state import DERIVED_EVALS, baseline_evals
+from pjepa.sweep.state import baseline_evals, eval_explanations, eval_names
 
 __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "SweepPlan", "grid_points", "parse_grid",
            "plan_sweep", "point_jobs", "run_local", "run_point", "run_sweep", "settle_sweep_dir", "split_top_level",
@@ -32,19 +31,18 @@ __all__ = ["GridPoint", "Outcome", "Override", "PointJob", "SlurmOptions", "Swee
 
 
 def check_protocols(names: list[str]) -> tuple[str, ...]:
-    """The evaluation protocols asked for, checked against the registry (a typo fails before training)."""
-    from pjepa.eval.protocols import PROTOCOLS
-
-    known = [*PROTOCOLS.names(), *DERIVED_EVALS]
+    """The evaluations asked for, checked against the protocol registry (a typo fails before training): a
+    protocol's name, or a result file a protocol declares (``knn_val``)."""
+    known = eval_names()
     unknown = [n for n in names if n not in known]
     if unknown:
         import difflib
 
         close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.6)
+        explained = eval_explanations()
         raise ConfigError(f"--eval {','.join(names)}: unknown protocol {unknown[0]!r}"
-                          + (f", did you mean {close[0]!r}?" if close else "") + " "
-                          f"(protocols: {', '.join(known)}; knn_val = kNN on the validation split, "
-                          "knn_white = kNN on whitened features, knn_context = kNN of the context encoder)")
+                          + (f", did you mean {close[0]!r}?" if close else "")
+                          + f" (protocols: {', '.join(known)}" + (f"; {', '.join(explained)}" if explained else "") + ")")
     return tuple(dict.fromkeys(names))
 
 

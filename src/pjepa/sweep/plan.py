@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pjepa.atomic import atomic_write_json
 from pjepa.checks import check_config
 from pjepa.config import dump_config, load_config, load_yaml
 from pjepa.errors import ConfigError
 from pjepa.presets import resolve_config_path
-from pjepa.runs.state_io import atomic_write_bytes
 from pjepa.sweep.grid import MAX_RUNS, GridPoint, Override, grid_points, parse_grid
 
 PLAN_FILE = "sweep.json"
@@ -109,4 +109,4 @@ def settle_sweep_dir(plan: SweepPlan, argv: list[str] | None = None) -> None:
         raise ConfigError(f"--out {plan.out} is not empty and holds no {PLAN_FILE}; give a new folder for the sweep")
     plan.out.mkdir(parents=True, exist_ok=True)
     data = plan.to_json(list(argv if argv is not None else sys.argv))
-    atomic_write_bytes(plan_file, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write_json(plan_file, data)

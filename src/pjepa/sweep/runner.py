@@ -19,12 +19,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pjepa.sweep.state import (RunState, eval_commands, eval_current, mark_done, recorded_seconds, run_state,
-                               train_command)
+from pjepa.sweep.state import (
+    RunState,
+    eval_commands,
+    eval_current,
+    mark_done,
+    recorded_seconds,
+    run_state,
+    train_command,
+)
 
 #: Exit codes of a child stopped by a signal (``pjepa train`` returns these after saving ``last``).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -53,7 +61,7 @@ class Children:
         self._proc: subprocess.Popen | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "Children":
+    def __enter__(self) -> Children:
         if self.forward and threading.current_thread() is threading.main_thread():
             for s in STOP_SIGNALS:
                 self._old[s] = signal.signal(s, self._handle)

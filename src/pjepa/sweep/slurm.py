@@ -19,12 +19,13 @@ import json
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from pjepa.atomic import atomic_write_bytes
 from pjepa.errors import ConfigError
-from pjepa.runs import atomic_write_bytes
 from pjepa.sweep.runner import Children, PointJob, run_point
 
 CLUSTERS = ("slurm", "local")

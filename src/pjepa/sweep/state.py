@@ -20,30 +20,56 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pjepa.runs import Run, atomic_write_bytes, checkpoint_path, checkpoint_step, read_metrics
+from pjepa.atomic import atomic_write_json
+from pjepa.runs import Run, checkpoint_path, checkpoint_step, read_metrics
 from pjepa.runs.checkpoint import MODEL_FILE
 
 DONE_FILE = "sweep_done.json"
-#: Protocols that also rate the untrained encoder and raw pixels under ``--baselines`` (kNN always).
-BASELINE_PROTOCOLS = ("knn", "knn_white", "linear")
-BASELINES = (("random_init", "--random-init"), ("pixels", "--pixels"))
-#: Variants of a protocol under their result's file stem: ``--eval knn_val`` runs ``pjepa eval knn --split val``
-#: (result ``eval/knn_val.json``: the validation split, for choices); ``knn_white`` whitens the features
-#: (``eval/knn_white.json``), ``knn_val_white`` both; ``knn_context`` rates the context (student) encoder
-#: (``eval/knn_context.json``), as the Probabilistic-JEPA report does.
-DERIVED_EVALS = {"knn_val": ("knn", "--split", "val"), "knn_white": ("knn", "--whiten"),
-                 "knn_val_white": ("knn", "--split", "val", "--whiten"), "knn_context": ("knn", "--encoder", "context")}
+
+
+# What ``--eval`` accepts and runs comes from the protocol registry: every result file a protocol declares,
+# by its stem. ``--eval knn_val`` runs ``pjepa eval knn --split val`` (result ``eval/knn_val.json``: the
+# validation split, for choices); ``knn_white`` whitens the features, ``knn_context`` rates the context
+# (student) encoder. Imported where used: reading a run's state needs no protocol.
+
+
+def eval_names() -> list[str]:
+    """What ``--eval`` accepts: every protocol's name, then the other result files the protocols declare."""
+    from pjepa.eval.protocols import PROTOCOLS, result_files
+
+    names = PROTOCOLS.names()
+    return names + [stem for stem, _, _ in result_files() if stem not in names]
+
+
+def eval_explanations() -> list[str]:
+    """"knn_val = kNN on the validation split", ...: the declared result files that say what they are."""
+    from pjepa.eval.protocols import result_files
+
+    return [f"{stem} = {f.help}" for stem, _, f in result_files() if f.variant and f.help]
+
+
+def eval_args(stem: str) -> tuple[str, ...]:
+    """``pjepa eval`` arguments (protocol, flags) that write ``eval/<stem>.json``."""
+    from pjepa.eval.protocols import find_result
+
+    found = find_result(stem)
+    if found is None:  # a protocol that declares no file of its own name: run it plainly
+        return (stem,)
+    protocol, result = found
+    return (protocol.name, *result.args)
 
 
 def baseline_evals(protocols: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """(result file stem, protocol arguments) of the baselines: kNN, and whitened kNN and the linear probe
-    when they are asked for. Stems follow ``pjepa eval``'s file names (``knn_pixels_white``)."""
-    chosen = [p for p in BASELINE_PROTOCOLS if p == "knn" or p in protocols]
+    """(result file stem, protocol arguments) of the baselines: for each result file a protocol declares
+    with ``sweep_baselines`` "always" (kNN), or "asked" and asked for (whitened kNN, the linear probe).
+    Stems follow ``pjepa eval``'s file names (``knn_pixels_white``)."""
+    from pjepa.eval.protocols import BASELINES, result_files
+
     jobs = []
-    for p in chosen:
-        protocol, *extra = DERIVED_EVALS.get(p, (p,))
-        for name, flag in BASELINES:
-            jobs.append((p.replace(protocol, f"{protocol}_{name}", 1), (protocol, flag, *extra)))
+    for stem, protocol, result in result_files():
+        if result.sweep_baselines == "always" or (result.sweep_baselines == "asked" and stem in protocols):
+            for baseline in BASELINES:
+                jobs.append((protocol.stem(result.variant, baseline), (protocol.name, baseline.flag, *result.args)))
     return jobs
 
 
@@ -104,7 +130,7 @@ def mark_done(run_dir: Path) -> None:
     if step is None:
         return
     body = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_bytes(run_dir / DONE_FILE, (json.dumps(body) + "\n").encode())
+    atomic_write_json(run_dir / DONE_FILE, body, indent=None)
 
 
 def eval_current(run_dir: Path, name: str) -> bool:
@@ -134,7 +160,7 @@ def eval_commands(run_dir: Path, protocols: tuple[str, ...] | list[str],
     probe, when asked for) of the untrained encoder and of raw pixels."""
     jobs = []
     for name in protocols:
-        protocol, *extra = DERIVED_EVALS.get(name, (name,))
+        protocol, *extra = eval_args(name)
         jobs.append((name, pjepa_command("eval", protocol, "--run", str(run_dir), *extra)))
     if baselines:
         jobs += [(stem, pjepa_command("eval", *args[:1], "--run", str(run_dir), *args[1:]))

@@ -42,8 +42,8 @@ from pjepa.config import Config, load_config
 from pjepa.errors import ConfigError
 from pjepa.presets import resolve_config_path
 from pjepa.profiling import PartTimer, count_flops, matmul_peak
-from pjepa.runs.precision import cpu_model, resolve_precision
 from pjepa.train.loop import Trainer
+from pjepa.train.precision import cpu_model, resolve_precision
 from pjepa.train.shape_limit import KINDS, record_products, time_products
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -31,7 +31,7 @@ from pjepa.models.vit import Block
 def compile_units(module: nn.Module) -> list[nn.Module]:
     """The submodules ``train.compile`` compiles in ``module``: its transformer blocks, or the module itself
     when it has none."""
-    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    blocks: list[nn.Module] = [m for m in module.modules() if isinstance(m, Block)]
     return blocks or [module]
 
 

@@ -17,10 +17,8 @@ uninterrupted run would be.
 
 from __future__ import annotations
 
-import json
 import gc
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +29,16 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pjepa import schedules
 from pjepa.checks import check_config
-from pjepa.config import Config, config_to_dict, dump_config
+from pjepa.config import Config, config_to_dict
 from pjepa.data import channel_stats, splits_for
 from pjepa.errors import CheckpointError, ConfigError
 from pjepa.methods import Batch, Method, StepOutput, build_method
 from pjepa.models import ema_update
 from pjepa.profiling import part
-from pjepa.runs import (MetricsLogger, RunLock, atomic_write_bytes, keep_history, load_checkpoint, load_weights_into,
-                        save_checkpoint)
+from pjepa.runs import MetricsLogger, RunDirectory, keep_history, load_checkpoint, load_weights_into, save_checkpoint
 from pjepa.runs.checkpoint import checkpoint_step
-from pjepa.train import schedules
 from pjepa.train.batches import Batcher, BatchMaker
 from pjepa.train.compile import compile_modules
 from pjepa.train.distributed import barrier, broadcast_flag, cleanup, init_distributed
@@ -92,6 +89,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
         self.cfg, self.run_dir = check_config(cfg, build=False), Path(run_dir)
         self.info, self.device = init_distributed(cfg.train.device)
+        self.directory = RunDirectory(self.run_dir, main=self.info.is_main)  # writes the run files
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         seed_everything(cfg.train.seed + self.info.rank)
@@ -125,16 +123,15 @@ class Trainer:
         self.logger = MetricsLogger(self.run_dir, self.info.is_main, self.state.step if resume else None,
                                     cfg.train.wandb, config_to_dict(cfg))
         if self.info.is_main:
-            self._write_run_files(keep_config=resume)
+            self.directory.write_run_files(self.cfg, self.mean, self.std, self._run_info(), keep_config=resume)
 
     # -- set-up
 
     def _data_stats(self, resume: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean/std from ``stats_samples`` training images (read back on resume)."""
-        path = self.run_dir / "data_stats.json"
-        if resume and path.exists():
-            s = json.loads(path.read_text())
-            return torch.tensor(s["mean"]), torch.tensor(s["std"])
+        stored = self.directory.data_stats() if resume else None
+        if stored is not None:
+            return stored
         g = torch.Generator().manual_seed(stream_seed(self.cfg.train.seed, 0, 0, "stats"))
         return channel_stats(self.splits.train.images, self.cfg.data.stats_samples, generator=g)
 
@@ -148,15 +145,10 @@ class Trainer:
             return DistributedDataParallel(method, device_ids=ids)
         return method
 
-    def _write_run_files(self, keep_config: bool = False) -> None:
-        """config.yaml (kept on resume: a resume's overrides go to resumes.jsonl), data stats, run info."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not (keep_config and (self.run_dir / "config.yaml").is_file()):
-            atomic_write_bytes(self.run_dir / "config.yaml", dump_config(self.cfg).encode())
-        stats = {"mean": self.mean.tolist(), "std": self.std.tolist(), "samples": self.cfg.data.stats_samples}
-        atomic_write_bytes(self.run_dir / "data_stats.json", json.dumps(stats, indent=2).encode())
+    def _run_info(self) -> dict[str, Any]:
+        """What run_info.json records about this run (the run directory writes it)."""
         s = self.splits
-        run_info = {
+        return {
             "git_commit": git_commit(),
             "world_size": self.info.world_size,
             "global_batch": self.cfg.optim.batch_size,
@@ -176,7 +168,6 @@ class Trainer:
             "num_eval": len(s.eval),
             "eval_split": s.eval.split,
         }
-        atomic_write_bytes(self.run_dir / "run_info.json", json.dumps(run_info, indent=2).encode())
 
     # -- checkpoints
 
@@ -341,7 +332,8 @@ class Trainer:
         bar.close()
         self.logger.close()
         barrier()
-        code = EXIT_CODES.get(self.signals.received, 143) if signalled else 0
+        received = self.signals.received  # set when signalled, never cleared
+        code = EXIT_CODES.get(received, 143) if signalled and received is not None else 0
         return {"step": step, **last, "best_knn": self.state.best_knn, "exit_code": code}
 
     def _evaluate(self, step: int) -> dict[str, float]:
@@ -377,19 +369,15 @@ class Trainer:
 def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (continuing its ``last`` checkpoint if ``resume``), holding the run
     directory's lock (rank 0; a second writer gets a named error)."""
-    lock = RunLock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else None
     trainer = None
     try:
-        if lock is not None:
-            lock.acquire()
-        trainer = Trainer(cfg, run_dir, resume)
-        return trainer.fit()
+        with RunDirectory(run_dir).lock():
+            trainer = Trainer(cfg, run_dir, resume)
+            return trainer.fit()
     finally:
-        if lock is not None:
-            lock.release()
-        # The DDP reducer must go before its process group: freed later (when this frame is), its destructor
-        # joins gloo's worker thread while holding the GIL, and that thread may need the GIL to free a
-        # finished barrier's tensors: a deadlock that left a rank hanging after a finished run.
+        # The lock is released by now. The DDP reducer must go before its process group: freed later (when this
+        # frame is), its destructor joins gloo's worker thread while holding the GIL, and that thread may need
+        # the GIL to free a finished barrier's tensors: a deadlock that left a rank hanging after a finished run.
         trainer = None
         gc.collect()
         cleanup()

@@ -9,7 +9,7 @@ checkpoints only after that check, so a NaN never overwrites a good checkpoint.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

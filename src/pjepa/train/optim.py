@@ -6,11 +6,12 @@ from pathlib import Path
 
 import torch
 
+from pjepa import schedules
 from pjepa.config import Config
 from pjepa.methods import Method
-from pjepa.runs import ResolvedPrecision, Run, from_record, legacy_precision, resolve_precision
-from pjepa.train import schedules
+from pjepa.runs import ResolvedPrecision, Run, from_record, legacy_precision
 from pjepa.train.distributed import broadcast_flag, is_distributed
+from pjepa.train.precision import resolve_precision
 
 
 def build_optimizer(cfg: Config, method: Method, device: torch.device) -> torch.optim.AdamW:
@@ -40,7 +41,7 @@ def run_precision(cfg: Config, device: torch.device, run_dir: Path, resume: bool
     """(what the run trains in, the start-up line that says so).
 
     A new run resolves ``train.precision`` (``auto`` probes the CPU at the encoder's width with the
-    threads torch uses; see ``pjepa.runs.precision``). Under torchrun on CPUs only rank 0 probes and every
+    threads torch uses; see ``pjepa.train.precision``). Under torchrun on CPUs only rank 0 probes and every
     rank takes its choice. A resume reuses the precision stored in ``run_info.json`` without probing, on
     any machine; a run written before precision was stored keeps pjepa's old rule (fp32 on a CPU,
     ``train.precision`` on CUDA)."""
@@ -55,11 +56,10 @@ def run_precision(cfg: Config, device: torch.device, run_dir: Path, resume: bool
     requested = cfg.train.precision
     width, threads = cfg.model.encoder.embed_dim, torch.get_num_threads()
     if requested == "auto" and device.type == "cpu" and is_distributed():
-        p = resolve_precision(requested, device, width, threads) if is_main else None
-        bf16 = broadcast_flag(p is not None and p.name == "bf16", device)
-        if p is None:
-            p = from_record({"requested": requested, "name": "bf16" if bf16 else "fp32", "reason": "rank 0's probe"},
-                            device)
+        probed = resolve_precision(requested, device, width, threads) if is_main else None
+        bf16 = broadcast_flag(probed is not None and probed.name == "bf16", device)
+        p = probed if probed is not None else from_record(
+            {"requested": requested, "name": "bf16" if bf16 else "fp32", "reason": "rank 0's probe"}, device)
     else:
         p = resolve_precision(requested, device, width, threads)
     return p, f"[pjepa] precision: {p.describe()}"

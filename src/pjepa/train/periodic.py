@@ -17,6 +17,7 @@ from pjepa.eval.features import extract_features
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
 from pjepa.eval.knn import knn_evaluate, require_labels
 from pjepa.methods import HeadMonitor, Method
+from pjepa.models import VisionTransformer
 from pjepa.utils import stream_seed
 
 
@@ -38,7 +39,7 @@ class PeriodicEvaluator:
             require_labels(self.bank, "data.bank_split")
             require_labels(self.val, "data.val_fraction / data.eval_split")
 
-    def knn(self, encoder: torch.nn.Module) -> dict[str, float]:
+    def knn(self, encoder: VisionTransformer) -> dict[str, float]:
         c = self.cfg
         feats = [
             extract_features(encoder, ds.images[idx], c.data.image_size, self.mean, self.std, self.device,

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 #: The signals that stop training cleanly, and the process exit code each leads to.
-EXIT_CODES = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
+EXIT_CODES: dict[int, int] = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
 
 
 class StopSignals:
@@ -35,7 +35,7 @@ class StopSignals:
             raise KeyboardInterrupt  # a second Ctrl-C: the person wants out now
         self.received = signum
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # handlers install only there
             for sig in EXIT_CODES:
                 self._old[sig] = signal.signal(sig, self._handle)

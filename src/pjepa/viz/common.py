@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from pjepa.atomic import atomic_path
 from pjepa.errors import ConfigError
+from pjepa.methods import capabilities
 
 #: One colour per run or block, in order (matplotlib's tab10, colour-blind friendlier than the default).
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -44,9 +46,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DEFAULT_DPI, also: Sequen
         fmt = target.suffix.lstrip(".")
         if fmt not in FORMATS:
             raise ValueError(f"figure format {fmt!r}: choose one of {', '.join(FORMATS)}")
-        tmp = target.with_name(f".{target.name}.tmp")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt)
     pyplot().close(fig)
     return path
 
@@ -62,8 +63,9 @@ def run_name(run: Any) -> str:
 
 
 def run_label(run: Any) -> str:
-    """A short label: the run's name, with method and head where the name does not say them."""
+    """A short label: the run's name, with method and head (where its method has one) where the name does
+    not say them."""
     cfg = run.config
-    what = cfg.method.name if cfg.method.name == "mae" else f"{cfg.method.name}/{cfg.head.name}"
+    what = f"{cfg.method.name}/{cfg.head.name}" if capabilities(cfg).has_head else cfg.method.name
     name = run_name(run)
     return name if what.split("/")[-1] in name else f"{name} ({what})"

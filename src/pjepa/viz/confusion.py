@@ -10,6 +10,7 @@ import numpy as np
 from pjepa.errors import ConfigError, PJepaError
 from pjepa.runs import Run
 from pjepa.viz.common import pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure, Needs
 
 
 def saved_confusion(run: Run, result: str = "linear") -> tuple[np.ndarray, dict[str, Any]]:
@@ -63,3 +64,11 @@ def plot_confusion(run: Run, result: str = "linear") -> Any:
                  f"(top-1 {r.get('top1', float('nan')):.2f}%)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+FIGURES.register("confusion")(Figure(
+    "confusion", "confusion matrix and per-class accuracy of the linear probe (eval/linear.json)", False,
+    plot_confusion, Needs(results=("linear",)),
+    caption="The linear probe on the reported split: confusion matrix (rows: true class) and accuracy per "
+            "class.",
+    order=80))

@@ -8,11 +8,13 @@ never doubles back.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.runs import Run
 from pjepa.viz.common import color, pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure, Needs
 
 LOSS = "train/loss"
 KNN = "knn/top1_weighted"
@@ -82,3 +84,18 @@ def plot_knn(runs: Sequence[Run], key: str = KNN) -> Any:
     if ax.lines:
         ax.legend(fontsize=8)
     return fig
+
+
+FIGURES.register("loss")(Figure(
+    "loss", "training loss per run, resumed segments de-duplicated", True, plot_loss,
+    Needs(metrics=(LOSS,), text="training losses (metrics.jsonl: did training start?)"),
+    caption="Training loss against step, one curve per run (a resumed run's repeated steps shown once). "
+            "Losses of different heads are not comparable with each other: compare kNN or the probes.",
+    order=10))
+
+FIGURES.register("knn")(Figure(
+    "knn", "validation kNN@1 over training, one curve or marker per run", True, plot_knn,
+    Needs(metrics=(KNN,), text="periodic kNN values (train.eval_every > 0 logs them to metrics.jsonl)"),
+    caption="kNN@1 (%, weighted vote) on the validation split at each periodic evaluation: whether a run was "
+            "still improving when it stopped.",
+    order=20))

@@ -17,6 +17,7 @@ from pjepa.eval.features import extract_features
 from pjepa.eval.sources import Source, load_encoder_for
 from pjepa.runs import Run
 from pjepa.viz.common import COLORS, pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure
 from pjepa.viz.inputs import figure_images, run_splits
 
 
@@ -67,3 +68,10 @@ def plot_class_map(run: Run, points: int = 2000, method: str = "auto") -> Any:
     ax.set_title(f"{run_label(run)}: {used} of target-encoder features, {len(labels)} validation images",
                  fontsize=9)
     return fig
+
+
+FIGURES.register("tsne")(Figure(
+    "tsne", "t-SNE (UMAP where installed) of target-encoder features by class", False, plot_class_map,
+    caption="A 2-D map (t-SNE, or UMAP where installed) of the encoder's pooled features of validation "
+            "images, coloured by class: classes that form islands are what kNN can separate.",
+    order=70))

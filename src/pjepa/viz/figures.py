@@ -1,4 +1,10 @@
-"""The figure registry behind ``pjepa plot WHAT RUN...``: a name, whether it spans runs, and its maker.
+"""The figure registry behind ``pjepa plot WHAT RUN...`` and ``pjepa report``.
+
+A figure is declared in its own module (``curves``, ``masks``, ``samples``, ...) with
+``FIGURES.register("name")(Figure("name", ...))``: its name, whether it spans runs, what it
+needs from a run (``Needs``: a predictor head, metrics, evaluation results), how to make it
+and its caption. ``pjepa.viz`` imports every module of the package, so a new figure is one
+new file: ``pjepa plot`` offers it and ``pjepa report`` shows it.
 
 A figure over several runs (curves, samples, reliability) is one file; a per-run figure
 (mask layout, imagination, t-SNE, confusion, MDN statistics) is one file per run. Files go
@@ -7,80 +13,99 @@ to ``RUN/figures/WHAT.png`` (the first run's for a figure over runs) unless ``ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
+from pjepa.methods import capabilities
+from pjepa.registry import Registry
 from pjepa.runs import Run
-from pjepa.viz import confusion, curves, embedding, imagination, masks, reliability, samples
 from pjepa.viz.common import DEFAULT_DPI, FORMATS, save_figure
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a figure needs from a run: a per-run figure skips a run that lacks it, a figure over runs is
+    made when at least one run has it (each run shows what it has).
+
+    Attributes:
+        head: a predictor head (the run's method declares it: ``Method.capabilities``).
+        head_name: this registered head (``head.name``), e.g. "mdn"; implies ``head``.
+        results: evaluation result files, by stem (``eval/linear.json``: "linear").
+        metrics: keys of ``metrics.jsonl`` some row must hold (``train/loss``).
+        text: what the figure needs, in words, where the generated description would not say it well.
+    """
+
+    head: bool = False
+    head_name: str | None = None
+    results: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    text: str = ""
+
+    def met(self, run: Run) -> bool:
+        """Whether ``run`` has everything this figure needs."""
+        if self.head or self.head_name is not None:
+            if not capabilities(run.config).has_head:
+                return False
+            if self.head_name is not None and run.config.head.name != self.head_name:
+                return False
+        if any(run.eval_result(name) is None for name in self.results):
+            return False
+        if self.metrics:
+            rows = run.metrics()
+            return all(any(row.get(key) is not None for row in rows) for key in self.metrics)
+        return True
+
+    def describe(self) -> str:
+        """What a run needs, in words (the report's note on a run that cannot have the figure)."""
+        if self.text:
+            return self.text
+        parts = []
+        if self.head_name is not None:
+            parts.append(f"a run with head.name={self.head_name}")
+        elif self.head:
+            parts.append("a predictor head (this method has none)")
+        parts += [f"eval/{name}.json: run pjepa eval {name.split('_')[0]} --run RUN first" for name in self.results]
+        parts += [f"{key} in metrics.jsonl" for key in self.metrics]
+        return " and ".join(parts) or "nothing"
+
+    def __bool__(self) -> bool:
+        return bool(self.head or self.head_name or self.results or self.metrics)
+
+
+@dataclass(frozen=True)
 class Figure:
+    """One figure: ``make(runs)`` (over runs) or ``make(run)`` (per run) returns a matplotlib figure."""
+
     name: str
     help: str  # one line, for --help
     over_runs: bool  # one figure for all runs (True) or one per run
     make: Callable[..., Any]  # (runs) or (run) -> matplotlib figure
-    applies: Callable[[Run], bool] = lambda run: True
-    needs: str = ""  # what ``applies`` checks, for the error (and the report's note) when a run lacks it
+    needs: Needs = field(default_factory=Needs)
     caption: str = ""  # what the figure shows and how to read it (the report prints it under the figure)
+    order: int = 100  # where it goes in `pjepa plot`'s list and on the report's page (lower first)
+
+    def applies(self, run: Run) -> bool:
+        """Whether ``run`` has what this figure needs."""
+        return self.needs.met(run)
+
+    def render(self, runs: Sequence[Run]) -> Any:
+        """The figure over ``runs`` (a figure over runs); a ConfigError when no run has what it needs."""
+        if self.needs and not any(self.applies(r) for r in runs):
+            raise ConfigError(f"no run among {', '.join(r.name for r in runs)} has {self.needs.describe()}: "
+                              "nothing to plot")
+        return self.make(list(runs))
 
 
-def _has_head(run: Run) -> bool:
-    """Whether the run's method trains a predictor head (its registered class says so)."""
-    from pjepa.methods import METHODS
-
-    return bool(getattr(METHODS.get(run.config.method.name), "uses_head", True))
-
-
-FIGURES: dict[str, Figure] = {f.name: f for f in [
-    Figure("loss", "training loss per run, resumed segments de-duplicated", True, curves.plot_loss,
-           caption="Training loss against step, one curve per run (a resumed run's repeated steps shown once). "
-                   "Losses of different heads are not comparable with each other: compare kNN or the probes."),
-    Figure("knn", "validation kNN@1 over training, one curve or marker per run", True, curves.plot_knn,
-           caption="kNN@1 (%, weighted vote) on the validation split at each periodic evaluation: whether a run was "
-                   "still improving when it stopped."),
-    Figure("masks", "the run's mask sampler on a validation image: context, targets, excluded", False,
-           lambda run: masks.plot_mask_layout(run)[0],
-           caption="One draw of the run's mask sampler on a validation image: the context patches the encoder "
-                   "sees, the target blocks it predicts, and the patches neither uses."),
-    Figure("samples", "2-D hexbin / 3-D PCA of many head draws for one target token, one row per run",
-           True, samples.plot_samples,
-           caption="2,000 draws of each head for one validation target token, projected on their top principal "
-                   "directions: density (left, colour = draws per cell) and a 3-D view (right), with the true "
-                   "target (red star) and the head's point estimate (black cross). A point mass is a deterministic "
-                   "head; spread along few directions is what a probabilistic head adds."),
-    Figure("mdn", "mixture head: weight entropy, weight and sigma histograms", False, samples.plot_mdn_statistics,
-           lambda run: run.config.head.name == "mdn" and _has_head(run), "a run with head.name=mdn",
-           caption="The mixture head over validation target tokens: entropy of its weights (log K = uniform), "
-                   "every weight, and every component scale: collapsed components show as weights near 0."),
-    Figure("imagination", "predicted target tokens shown as their nearest gallery patches", False,
-           imagination.plot_imagination, _has_head, "a predictor head (this method has none)",
-           caption="What the predictor imagines: each predicted target token shown as the validation patch whose "
-                   "embedding is nearest, beside the true patch."),
-    Figure("tsne", "t-SNE (UMAP where installed) of target-encoder features by class", False,
-           embedding.plot_class_map,
-           caption="A 2-D map (t-SNE, or UMAP where installed) of the encoder's pooled features of validation "
-                   "images, coloured by class: classes that form islands are what kNN can separate."),
-    Figure("confusion", "confusion matrix and per-class accuracy of the linear probe (eval/linear.json)", False,
-           confusion.plot_confusion, lambda run: run.eval_result("linear") is not None,
-           "eval/linear.json: run pjepa eval linear --run RUN first",
-           caption="The linear probe on the reported split: confusion matrix (rows: true class) and accuracy per "
-                   "class."),
-    Figure("reliability", "calibration: coverage of central intervals vs nominal (eval/calibration.json)", True,
-           reliability.plot_reliability,
-           caption="Calibration of each head: the fraction of validation targets inside the head's central "
-                   "intervals against the nominal level; a calibrated head lies on the diagonal, an "
-                   "overconfident one below it."),
-]}
+#: Every figure, in ``order``: ``pjepa plot`` lists them so, ``pjepa report`` shows them so.
+FIGURES: Registry[Figure] = Registry("figure", sort_key=lambda f: f.order)
 
 
 def figure(name: str) -> Figure:
-    if name not in FIGURES:
-        raise ConfigError(f"unknown figure {name!r}; choose one of: {', '.join(FIGURES)}")
-    return FIGURES[name]
+    """The registered figure ``name``; a ConfigError naming the choices otherwise."""
+    return FIGURES.get(name)
 
 
 def make_figure(name: str, runs: Sequence[Run], out: str | Path | None = None, fmt: str = "png",
@@ -92,7 +117,7 @@ def make_figure(name: str, runs: Sequence[Run], out: str | Path | None = None, f
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if f.over_runs:
         path = Path(out) / f"{name}.{fmt}" if out else runs[0].figures_dir / f"{name}.{fmt}"
-        return [save_figure(f.make(list(runs)), path, dpi)]
+        return [save_figure(f.render(runs), path, dpi)]
     written = []
     for run in runs:
         if not f.applies(run):
@@ -100,5 +125,6 @@ def make_figure(name: str, runs: Sequence[Run], out: str | Path | None = None, f
         path = Path(out) / f"{run.name}-{name}.{fmt}" if out else run.figures_dir / f"{name}.{fmt}"
         written.append(save_figure(f.make(run), path, dpi))
     if not written:
-        raise ConfigError(f"figure {name!r} applies to none of {', '.join(r.name for r in runs)}: it needs {f.needs}")
+        raise ConfigError(f"figure {name!r} applies to none of {', '.join(r.name for r in runs)}: it needs "
+                          f"{f.needs.describe()}")
     return written

@@ -19,6 +19,7 @@ from pjepa.errors import ConfigError
 from pjepa.runs import Run
 from pjepa.utils import stream_seed
 from pjepa.viz.common import pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure, Needs
 from pjepa.viz.inputs import figure_images, grid_size, mask_generator, normalise
 from pjepa.viz.samples import head_of
 
@@ -108,3 +109,11 @@ def plot_imagination(run: Run, count: int = 3, gallery_size: int = 256, use: str
     fig.suptitle(f"{run_label(run)}: nearest-neighbour imagination ({use}; gallery {gallery_size} images)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+FIGURES.register("imagination")(Figure(
+    "imagination", "predicted target tokens shown as their nearest gallery patches", False, plot_imagination,
+    Needs(head=True),
+    caption="What the predictor imagines: each predicted target token shown as the validation patch whose "
+            "embedding is nearest, beside the true patch.",
+    order=60))

@@ -17,7 +17,6 @@ from pjepa.methods.load import load_run_method
 from pjepa.runs import Run
 from pjepa.utils import stream_seed
 
-
 _SPLITS: dict[tuple[str, int], Splits] = {}
 
 

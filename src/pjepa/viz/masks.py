@@ -15,6 +15,7 @@ import torch
 
 from pjepa.runs import Run
 from pjepa.viz.common import color, pyplot
+from pjepa.viz.figures import FIGURES, Figure
 from pjepa.viz.inputs import draw_masks, figure_images, grid_size
 
 
@@ -85,3 +86,11 @@ def plot_mask_layout(run: Run, index: int = 0) -> tuple[Any, MaskLayout]:
     fig.suptitle(f"{run.name}: {run.config.mask.name} masks on a {grid}x{grid} grid: {n_ctx} context, "
                  f"{n_tgt} target, {int(layout.excluded.sum())} excluded patches", fontsize=9)
     return fig, layout
+
+
+FIGURES.register("masks")(Figure(
+    "masks", "the run's mask sampler on a validation image: context, targets, excluded", False,
+    lambda run: plot_mask_layout(run)[0],
+    caption="One draw of the run's mask sampler on a validation image: the context patches the encoder "
+            "sees, the target blocks it predicts, and the patches neither uses.",
+    order=30))

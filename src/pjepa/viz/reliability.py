@@ -7,11 +7,13 @@ under-confident. The deterministic head (a point mass) covers nothing at any lev
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.runs import Run
 from pjepa.viz.common import color, pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure, Needs
 
 
 def calibrated_runs(runs: Sequence[Run]) -> list[tuple[Run, dict[str, Any]]]:
@@ -41,3 +43,12 @@ def plot_reliability(runs: Sequence[Run]) -> Any:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+FIGURES.register("reliability")(Figure(
+    "reliability", "calibration: coverage of central intervals vs nominal (eval/calibration.json)", True,
+    plot_reliability, Needs(results=("calibration",)),
+    caption="Calibration of each head: the fraction of validation targets inside the head's central "
+            "intervals against the nominal level; a calibrated head lies on the diagonal, an "
+            "overconfident one below it.",
+    order=90))

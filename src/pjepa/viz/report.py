@@ -2,11 +2,13 @@
 ``--study DIR`` (and ``pjepa gen study``, into ``DIR/report.html``) adds a generative study's table,
 real images, sample grids and decoder reconstructions, read from the study's files.
 
-Sections: the comparison table (``pjepa table``'s rows), the calibration table, the figures
-over runs (loss, kNN@1, sampled distributions, reliability), then each run with its budget,
-commit, config and its own figures (mask layout, imagination, t-SNE, confusion, MDN
-statistics). A figure that does not apply to a run (imagination of MAE) is left out; one
-that cannot be made says why on the page. The PNGs are also written beside the page.
+Sections: the comparison table (``pjepa table``'s rows, headed by the groups its protocols
+declare), each protocol's per-run details table (calibration), the registered figures over
+runs (loss, kNN@1, sampled distributions, reliability), then each run with its budget,
+commit, config and the registered per-run figures (mask layout, imagination, t-SNE,
+confusion, MDN statistics). A figure a run lacks what it needs for (imagination of MAE) is
+left out and named; one that cannot be made says why on the page. The PNGs are also written
+beside the page.
 """
 
 from __future__ import annotations
@@ -16,24 +18,19 @@ import datetime as dt
 import html
 import json
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from pjepa.atomic import atomic_write_text
 from pjepa.errors import ConfigError, PJepaError
+from pjepa.eval.protocols import Protocol, protocols_in_order, table_columns
 from pjepa.eval.table import cell, expand_run_dirs, noise_metric, noise_rule, table_rows
 from pjepa.runs import Run
-from pjepa.runs.state_io import atomic_write_bytes
 from pjepa.viz.common import DEFAULT_DPI, run_label, run_name, save_figure
 from pjepa.viz.figures import FIGURES
 from pjepa.viz.tensorboard import write_tensorboard
-
-OVER_RUNS = ["loss", "knn", "samples", "reliability"]
-PER_RUN = ["masks", "mdn", "imagination", "tsne", "confusion"]
-CALIBRATION = [("head", "head"), ("nll", "NLL/dim"), ("coverage_50", "cover@0.5"), ("coverage_90", "cover@0.9"),
-               ("calibration_error", "mean |cover - level|"), ("crps", "CRPS"), ("point_crps", "CRPS of point"),
-               ("energy_score", "energy score"), ("point_energy_score", "ES of point"),
-               ("spread_error_spearman", "spread-error rank corr."), ("diversity", "diversity"),
-               ("sampling", "s / 1000 tokens")]
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 5px;text-align:right}
@@ -43,26 +40,21 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:13px
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em}.meta{color:#555;font-size:13px}nav li{font-size:14px}"""
 
 #: The comparison tables' columns: (group, full name) of each table column. The budget and the scores go
-#: in two tables so that each fits a 1,280-pixel window.
+#: in two tables so that each fits a 1,280-pixel window; the scores' names are the protocols' (``score_columns``).
 BUDGET_COLUMNS = {"run": ("", "run"), "n": ("", "n"), "seeds": ("", "seeds"), "method": ("", "method"),
                   "head": ("", "head"), "epochs": ("budget", "epochs"), "steps": ("budget", "steps"),
                   "batch": ("budget", "batch"), "lr": ("budget", "peak lr"), "precision": ("budget", "precision"),
                   "wall_min": ("budget", "training (min)")}
-SCORE_COLUMNS = {
-    "run": ("", "run"),
-    "knn": ("kNN@1 (%), reported split", "weighted"), "knn_majority": ("kNN@1 (%), reported split", "majority"),
-    "knn_context": ("kNN@1 (%), context encoder", "weighted"),
-    "knn_context_majority": ("kNN@1 (%), context encoder", "majority"),
-    "knn_white": ("kNN@1 (%), whitened", "reported"), "knn_val": ("kNN@1 (%), validation", "raw"),
-    "knn_val_white": ("kNN@1 (%), validation", "whitened"),
-    "linear": ("linear probe (%)", "last layer"), "linear_last4": ("linear probe (%)", "last 4 layers"),
-    "lowshot_1": ("low-shot (%)", "1 % labels"), "lowshot_10": ("low-shot (%)", "10 % labels"),
-    "finetune": ("fine-tune (%)", "top-1"),
-    "nll": ("head metrics", "NLL / dim"), "point_cos": ("head metrics", "point cos"),
-    "sample_spread": ("head metrics", "spread"), "sample_s_per_1000": ("head metrics", "s / 1000 draws"),
-    "energy": ("calibration", "energy score"), "cal_error": ("calibration", "coverage error"),
-    "vs_best": ("", "against the best"),
-}
+
+
+def score_columns() -> dict[str, tuple[str, str]]:
+    """The scores table's columns: (group, full name) of each column the protocols declare, in table order
+    with the columns of one group side by side (in the order the groups first appear), then ``vs_best``."""
+    groups: dict[str, list[tuple[str, tuple[str, str]]]] = {}
+    for _, col in table_columns():
+        groups.setdefault(col.header[0], []).append((col.name, col.header))
+    return {"run": ("", "run"), **{name: header for cols in groups.values() for name, header in cols},
+            "vs_best": ("", "against the best")}
 
 
 def _png_width(data: bytes) -> int | None:
@@ -116,6 +108,11 @@ class Log(list):
             self.echo(line)
 
 
+def _save_made(make: Callable[[Any], Any], what: Any, path: Path, dpi: int, formats: Sequence[str]) -> Path:
+    """``make(what)``'s figure written to ``path`` (and its ``formats``)."""
+    return save_figure(make(what), path, dpi, formats)
+
+
 def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path], caption: str = "",
              dpi: int = DEFAULT_DPI) -> str:
     """The figure's <img> with its caption (its file appended to ``made``), or a note saying why it could
@@ -131,17 +128,17 @@ def _attempt(make: Callable[[], Path], alt: str, log: list[str], made: list[Path
     return _img(path, alt, caption, dpi)
 
 
-def calibration_rows(runs: Sequence[Run]) -> list[list[Any]]:
+def details_rows(protocol: Protocol, runs: Sequence[Run]) -> list[list[Any]]:
+    """One row per run with the protocol's details result file: the run's name, then each declared field."""
+    details = protocol.details
+    if details is None:
+        return []
     rows = []
     for run in runs:
-        c = run.eval_result("calibration")
-        if c is None:
+        result = run.eval_result(protocol.stem(details.result))
+        if not isinstance(result, dict):
             continue
-        cov = dict(zip(c.get("levels", []), c.get("coverage", [])))
-        times = c.get("sample_seconds_per_1000") or {}
-        cells = {**c, "coverage_50": cov.get(0.5), "coverage_90": cov.get(0.9),
-                 "sampling": ", ".join(f"{k} {v:.3g}" for k, v in times.items()) or None}
-        rows.append([run.name] + [_fmt(cells.get(k)) for k, _ in CALIBRATION])
+        rows.append([run.name] + [_fmt(read(result)) for _, read in details.fields])
     return rows
 
 
@@ -161,16 +158,16 @@ def _run_section(run: Run, figs: Path, log: list[str], made: list[Path], formats
     parts = [f'<h2 id="{_anchor(run_name(run))}">{html.escape(run_label(run))}</h2>',
              f'<p class="meta">{html.escape(str(run.path))}: {html.escape(budget)}</p>']
     skipped = []
-    for name in PER_RUN:
-        f = FIGURES[name]
+    for f in FIGURES.values():
+        if f.over_runs:
+            continue
         if f.applies(run):
             stem = run_name(run).replace("/", "-")
-            parts.append(_attempt(lambda f=f, stem=stem: save_figure(f.make(run), figs / f"{stem}-{f.name}.png", dpi,
-                                                                     formats),
+            parts.append(_attempt(partial(_save_made, f.make, run, figs / f"{stem}-{f.name}.png", dpi, formats),
                                   f"{run_name(run)}: {f.help}", log, made, f.caption,
                                   dpi))
         else:
-            skipped.append(f"{f.name} (needs {f.needs})")
+            skipped.append(f"{f.name} (needs {f.needs.describe()})")
     if skipped:
         parts.append(f'<p class="note">Figures this run cannot have: {html.escape("; ".join(skipped))}.</p>')
     config = (run.path / "config.yaml").read_text()
@@ -217,7 +214,7 @@ def write_study_report(study: str | Path, title: str | None = None) -> Path:
     study = Path(study)
     title = title or f"pjepa generative study: {study.name}"
     path = study / "report.html"
-    atomic_write_bytes(path, _page(title, [f"<h1>{html.escape(title)}</h1>", study_section(study)]).encode())
+    atomic_write_text(path, _page(title, [f"<h1>{html.escape(title)}</h1>", study_section(study)]))
     return path
 
 
@@ -247,20 +244,22 @@ def _runs_parts(runs: Sequence[Run], figs: Path, log: Log, tensorboard: bool, fo
     parts = [f'<p class="meta">{len(runs)} runs; made {dt.datetime.now().isoformat(timespec="seconds")}</p>',
              '<h2 id="s-comparison">Comparison</h2>', "<h3>What trained, and for how long</h3>",
              _grouped_table(BUDGET_COLUMNS, rows), "<h3>Scores (mean ± std over seeds)</h3>",
-             _grouped_table(SCORE_COLUMNS, rows)]
+             _grouped_table(score_columns(), rows)]
     if (col := noise_metric(rows)) is not None:
         first = rows[0] if rows else {}
         rule = noise_rule(col, first.get("vs_best_correction", "holm"), first.get("vs_best_tests"))
         parts.append(f'<p class="meta">{html.escape(rule)}</p>')
-    cal = calibration_rows(runs)
-    if cal:
-        parts += ['<h2 id="s-calibration">Calibration (validation targets)</h2>',
-                  _table(["run"] + [h for _, h in CALIBRATION], cal)]
+    for protocol in protocols_in_order():  # each protocol's own per-run table (calibration's)
+        found = details_rows(protocol, runs)
+        if found and protocol.details is not None:
+            parts += [f'<h2 id="{_anchor(protocol.details.anchor)}">{html.escape(protocol.details.title)}</h2>',
+                      _table(["run"] + [h for h, _ in protocol.details.fields], found)]
     parts.append('<h2 id="s-over-runs">Over runs</h2>')
     shared: list[Path] = []
-    for name in OVER_RUNS:
-        f = FIGURES[name]
-        parts.append(_attempt(lambda f=f: save_figure(f.make(runs), figs / f"{f.name}.png", dpi, formats), f.help,
+    for f in FIGURES.values():
+        if not f.over_runs:
+            continue
+        parts.append(_attempt(partial(_save_made, f.render, runs, figs / f"{f.name}.png", dpi, formats), f.help,
                               log, shared, f.caption, dpi))
     for run in runs:
         own: list[Path] = []
@@ -290,5 +289,5 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, title: str = "
         parts += _runs_parts(runs, out / "figures", log, tensorboard, formats, dpi)
     parts += [study_section(st) for st in studies]
     path = out / "index.html"
-    atomic_write_bytes(path, _page(title, parts).encode())
+    atomic_write_text(path, _page(title, parts))
     return path, log

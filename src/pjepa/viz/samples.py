@@ -10,17 +10,20 @@ fitted per run (draws, target and point together): feature spaces of different r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from pjepa.errors import ConfigError
-from pjepa.heads.mdn import MixtureDensityHead
 from pjepa.heads.base import mixture_entropy
+from pjepa.heads.mdn import MixtureDensityHead
+from pjepa.methods import capabilities
 from pjepa.runs import Run
 from pjepa.utils import stream_seed
 from pjepa.viz.common import pyplot, run_label
+from pjepa.viz.figures import FIGURES, Figure, Needs
 from pjepa.viz.inputs import figure_images, mask_generator, normalise, run_method
 
 
@@ -81,9 +84,9 @@ def pca_basis(points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 def plot_samples(runs: Sequence[Run], n: int = 2000, token: int = 0) -> Any:
     """One row per run with a head: 2-D hexbin + 3-D scatter of ``n`` draws for one target token."""
-    runs = [r for r in runs if r.config.method.name != "mae"]
+    runs = [r for r in runs if capabilities(r.config).has_head]
     if not runs:
-        raise ConfigError("the samples figure needs runs with a predictor head (MAE has none)")
+        raise ConfigError("the samples figure needs runs with a predictor head (MAE and fine-tune runs have none)")
     plt = pyplot()
     fig = plt.figure(figsize=(9.0, 3.4 * len(runs)))
     for row, run in enumerate(runs):
@@ -95,7 +98,7 @@ def plot_samples(runs: Sequence[Run], n: int = 2000, token: int = 0) -> Any:
         fig.colorbar(cells, ax=ax, label="draws per cell", fraction=0.046, pad=0.02)
         ax.plot(tg[:, 0], tg[:, 1], "r*", ms=14, mec="white", label="target", zorder=5)
         ax.plot(pt[:, 0], pt[:, 1], "kx", ms=10, mew=2, label="point estimate", zorder=5)
-        if t.means is not None:
+        if t.means is not None and t.weights is not None:  # both, for a mixture head
             m = ((t.means - centre) @ basis).numpy()
             ax.scatter(m[:, 0], m[:, 1], s=40 + 400 * t.weights.numpy(), facecolors="none", edgecolors="white",
                        linewidths=1.5, label="component means")
@@ -141,3 +144,20 @@ def plot_mdn_statistics(run: Run, images: int = 64) -> Any:
     fig.suptitle(f"{run_label(run)}: {h.shape[0] * h.shape[1]} target tokens of {h.shape[0]} images", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+FIGURES.register("samples")(Figure(
+    "samples", "2-D hexbin / 3-D PCA of many head draws for one target token, one row per run", True, plot_samples,
+    Needs(head=True, text="a predictor head"),
+    caption="2,000 draws of each head for one validation target token, projected on their top principal "
+            "directions: density (left, colour = draws per cell) and a 3-D view (right), with the true "
+            "target (red star) and the head's point estimate (black cross). A point mass is a deterministic "
+            "head; spread along few directions is what a probabilistic head adds.",
+    order=40))
+
+FIGURES.register("mdn")(Figure(
+    "mdn", "mixture head: weight entropy, weight and sigma histograms", False, plot_mdn_statistics,
+    Needs(head_name="mdn"),
+    caption="The mixture head over validation target tokens: entropy of its weights (log K = uniform), "
+            "every weight, and every component scale: collapsed components show as weights near 0.",
+    order=50))

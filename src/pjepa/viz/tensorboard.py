@@ -8,18 +8,15 @@ training log stays untouched. ``tensorboard --logdir RUN/tb`` shows them beside 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from pjepa.config import config_to_dict
+from pjepa.eval.protocols import tensorboard_columns
 from pjepa.runs import Run
-
-#: Final metrics TensorBoard's hparams view shows (absent ones are skipped).
-FINAL = {"knn": ("knn", "top1_weighted"), "linear": ("linear", "top1"), "finetune": ("finetune", "top1"),
-         "calibration_crps": ("calibration", "crps"), "calibration_error": ("calibration", "calibration_error"),
-         "head_point_cos": ("head", "point_cos")}
 
 
 def hparams_of(run: Run) -> dict[str, Any]:
@@ -40,16 +37,19 @@ def hparams_of(run: Run) -> dict[str, Any]:
 
 
 def final_metrics(run: Run) -> dict[str, float]:
-    """The run's last training loss, last validation kNN@1 and its evaluation results (``FINAL``)."""
+    """The run's last training loss, last validation kNN@1 and the evaluation results the protocols
+    declare for TensorBoard (``Column.tensorboard``: ``eval/knn``, ``eval/calibration_crps``, ...; absent
+    ones are skipped)."""
     out: dict[str, float] = {}
     for row in run.metrics():
         for key, name in (("train/loss", "final/train_loss"), ("knn/top1_weighted", "final/val_knn")):
             if isinstance(row.get(key), (int, float)):
                 out[name] = float(row[key])
-    for name, (result, key) in FINAL.items():
-        r = run.eval_result(result)
-        if r is not None and isinstance(r.get(key), (int, float)):
-            out[f"eval/{name}"] = float(r[key])
+    for protocol, col in tensorboard_columns():
+        r = run.eval_result(protocol.stem(col.result))
+        value = col.read(r) if isinstance(r, dict) else None
+        if isinstance(value, (int, float)):
+            out[f"eval/{col.tensorboard}"] = float(value)
     return out
 
 

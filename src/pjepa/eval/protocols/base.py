@@ -1,13 +1,22 @@
-"""What an evaluation protocol declares, and the registry ``pjepa eval`` reads."""
+"""What an evaluation protocol declares, and the registry ``pjepa eval``, ``pjepa table``, ``pjepa sweep``
+and the report read.
+
+A protocol declares its flags and run function (``pjepa eval NAME``) and what it produces
+(``pjepa.eval.protocols.outputs``): the result files it writes, the table columns it
+contributes and, optionally, a per-run table for the report. The functions at the end of this
+module answer from the registry what the table, the sweep and TensorBoard need.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+from pjepa.eval.protocols.outputs import Baseline, Column, Details, ResultFile
 from pjepa.registry import Registry
 
 if TYPE_CHECKING:
@@ -121,20 +130,49 @@ def choice_warning(data: DataConfig, choice: str) -> str | None:
 @dataclass(frozen=True)
 class Protocol:
     """``pjepa eval NAME``: ``add_arguments(parser)`` declares its flags; ``run(args)`` evaluates and
-    returns the lines to print (the result itself goes to ``RUN/eval/*.json``)."""
+    returns the lines to print (the result itself goes to ``RUN/eval/*.json``).
+
+    What it produces:
+        results: the result files it writes (default: ``eval/NAME.json`` alone). Files named by a
+            free parameter (``--layers N``, ``--weights FILE``) are not listed.
+        columns: the numbers it contributes to ``pjepa table`` (and TensorBoard).
+        baselines: it rates the baselines too (``--random-init``, ``--pixels``): the table reads
+            their result files into the baseline rows.
+        details: a per-run table the report shows in a section of its own.
+        order: where its columns and files go among every protocol's (lower first).
+    """
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], list[str]]
+    results: tuple[ResultFile, ...] = (ResultFile(),)
+    columns: tuple[Column, ...] = ()
+    baselines: bool = False
+    details: Details | None = None
+    order: int = 100
+
+    def __post_init__(self) -> None:
+        variants = [f.variant for f in self.results]
+        if len(set(variants)) != len(variants):
+            raise ValueError(f"protocol {self.name!r} declares a result file twice: {variants}")
+        reads = [c.result for c in self.columns] + ([self.details.result] if self.details else [])
+        unknown = sorted({v for v in reads if v not in variants})
+        if unknown:
+            raise ValueError(f"protocol {self.name!r} reads result file(s) it does not declare: "
+                             f"{', '.join(self.stem(v) for v in unknown)}")
+
+    def stem(self, variant: str = "", baseline: Baseline | None = None) -> str:
+        """The result file's stem (``Run.eval_result`` takes it): ``knn``, ``knn_val``, ``knn_pixels_white``."""
+        return self.name + (f"_{baseline.name}" if baseline is not None else "") + variant
 
 
 PROTOCOLS: Registry[Protocol] = Registry("evaluation protocol")
 
 
 def register(protocol: Protocol) -> Protocol:
-    PROTOCOLS.register(protocol.name)(protocol)
-    return protocol
+    """``PROTOCOLS.register(protocol.name)(protocol)``."""
+    return PROTOCOLS.register(protocol.name)(protocol)
 
 
 def add_run_arguments(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:
@@ -162,3 +200,45 @@ def source_of(args: argparse.Namespace):
 
     baseline = "random-init" if args.random_init else "pixels" if getattr(args, "pixels", False) else None
     return Source(args.encoder, args.checkpoint, baseline, args.weights)
+
+
+# --------------------------------------------------------------------------- what the protocols produce, in order
+
+
+def protocols_in_order() -> list[Protocol]:
+    """Every registered protocol in declared ``order`` (then by name): the order of table columns."""
+    return sorted(PROTOCOLS.values(), key=lambda p: (p.order, p.name))
+
+
+def result_files() -> list[tuple[str, Protocol, ResultFile]]:
+    """(stem, protocol, file) of every declared result file of a run's own encoder, in protocol order."""
+    return [(p.stem(f.variant), p, f) for p in protocols_in_order() for f in p.results]
+
+
+def find_result(stem: str) -> tuple[Protocol, ResultFile] | None:
+    """The protocol and declared file that write ``eval/<stem>.json`` (a run's own encoder); None if none does."""
+    return next(((p, f) for s, p, f in result_files() if s == stem), None)
+
+
+def table_columns() -> list[tuple[Protocol, Column]]:
+    """(protocol, column) of every table column, in table order; a ValueError when two share a name."""
+    out = [(p, c) for p in protocols_in_order() for c in p.columns if c.table]
+    seen: dict[str, str] = {}
+    for p, c in out:
+        if c.name in seen:
+            raise ValueError(f"table column {c.name!r} is declared by protocols {seen[c.name]!r} and {p.name!r}")
+        seen[c.name] = p.name
+    return out
+
+
+def rated_columns() -> list[str]:
+    """The columns ``vs_best`` may compare on, in order of preference (``Column.rated``)."""
+    cols = table_columns()
+    rated = [(c.rated, i, c.name) for i, (_, c) in enumerate(cols) if c.rated is not None]
+    return [name for _, _, name in sorted(rated)]
+
+
+def tensorboard_columns() -> list[tuple[Protocol, Column]]:
+    """(protocol, column) of every number TensorBoard's hparams view shows, in protocol order."""
+    return [(p, c) for p in protocols_in_order() for c in p.columns if c.tensorboard]
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,18 @@ import torch
 from pjepa.data import splits_for
 from pjepa.eval.calibration import calibration_metrics, sampling_times
 from pjepa.eval.head_metrics import token_rows
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, choice_split, choice_warning, non_negative_int,
-                                       positive_int, register)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    choice_split,
+    choice_warning,
+    non_negative_int,
+    positive_int,
+)
 from pjepa.eval.protocols.head import head_pairs
 from pjepa.eval.protocols.knn import subset
+from pjepa.eval.protocols.outputs import Column, Details, number
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -108,5 +117,31 @@ def _run(args: argparse.Namespace) -> list[str]:
     return ([r["warning"]] if r["warning"] else []) + lines
 
 
-register(Protocol("calibration", "head calibration on the validation split: interval coverage, CRPS, "
-                  "energy score, spread-error correlation, sampling cost", _add_arguments, _run))
+def coverage_at(level: float) -> Callable[[dict[str, Any]], Any]:
+    """A report field: the empirical coverage of the central interval at ``level`` (None if not measured)."""
+    return lambda r: dict(zip(r.get("levels", []), r.get("coverage", []))).get(level)
+
+
+def sampling_cost(r: dict[str, Any]) -> str | None:
+    """A report field: seconds per 1000 draws of each sampler setting, "setting 0.0123, ..."."""
+    return ", ".join(f"{k} {v:.3g}" for k, v in (r.get("sample_seconds_per_1000") or {}).items()) or None
+
+
+#: The report's calibration table, one row per calibrated run.
+DETAILS = Details("Calibration (validation targets)", "calibration", (
+    ("head", number("head")), ("NLL/dim", number("nll")), ("cover@0.5", coverage_at(0.5)),
+    ("cover@0.9", coverage_at(0.9)), ("mean |cover - level|", number("calibration_error")), ("CRPS", number("crps")),
+    ("CRPS of point", number("point_crps")), ("energy score", number("energy_score")),
+    ("ES of point", number("point_energy_score")), ("spread-error rank corr.", number("spread_error_spearman")),
+    ("diversity", number("diversity")), ("s / 1000 tokens", sampling_cost)))
+
+PROTOCOLS.register("calibration")(Protocol(
+    "calibration", "head calibration on the validation split: interval coverage, CRPS, energy score, spread-error "
+    "correlation, sampling cost", _add_arguments, _run,
+    # a probabilistic head's own numbers; lower is better for all three
+    columns=(Column("energy", ("calibration", "energy score"), number("energy_score"), higher_is_better=False),
+             Column("cal_error", ("calibration", "coverage error"), number("calibration_error"),
+                    higher_is_better=False, tensorboard="calibration_error"),
+             Column("crps", ("calibration", "CRPS"), number("crps"), higher_is_better=False, table=False,
+                    tensorboard="calibration_crps")),
+    details=DETAILS, order=60))

@@ -12,19 +12,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pjepa.errors import ConfigError
 from pjepa.eval.finetune import Recipe, finetune
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split,
-                                       choice_split_short, choice_warning, float_in, held_out_validation,
-                                       non_negative_float, positive_float, positive_int, register, source_of)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    choice_split,
+    choice_split_short,
+    choice_warning,
+    float_in,
+    held_out_validation,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    source_of,
+)
+from pjepa.eval.protocols.outputs import Column, number
 from pjepa.eval.sources import Source, labelled_splits, load_encoder_for
 from pjepa.methods.finetune import FineTune
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import seed_everything
-
 
 #: Fewer epochs than this: the best-epoch choice has too few candidates to mean anything and the warm-up
 #: plus cosine schedule leaves almost no steps at a useful learning rate (an MAE encoder fine-tuned for 1
@@ -129,5 +142,7 @@ def _run(args: argparse.Namespace) -> list[str]:
     return [w for w in (r["warning"], r["budget_warning"]) if w] + lines
 
 
-register(Protocol("finetune", "fine-tune the whole encoder (layer-wise lr decay, drop-path, label smoothing)",
-                  _add_arguments, _run))
+PROTOCOLS.register("finetune")(Protocol(
+    "finetune", "fine-tune the whole encoder (layer-wise lr decay, drop-path, label smoothing)", _add_arguments, _run,
+    columns=(Column("finetune", ("fine-tune (%)", "top-1"), number("top1"), rated=0, tensorboard="finetune"),),
+    baselines=True, order=40))

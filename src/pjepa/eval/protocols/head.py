@@ -15,18 +15,19 @@ from typing import Any
 
 import torch
 
-from pjepa.data import splits_for
+from pjepa.data import Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.head_metrics import collect_pairs, head_metrics
-from pjepa.eval.protocols.base import Protocol, add_run_arguments, non_negative_int, positive_int, register
+from pjepa.eval.protocols.base import PROTOCOLS, Protocol, add_run_arguments, non_negative_int, positive_int
 from pjepa.eval.protocols.knn import subset
+from pjepa.eval.protocols.outputs import Column, number
 from pjepa.methods import HeadMonitor
 from pjepa.methods.load import load_run_method
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
 
-def head_pairs(run: Run, checkpoint: str, images: torch.Tensor, dev: torch.device,
+def head_pairs(run: Run, checkpoint: str, images: Images, dev: torch.device,
                mask_stream: str) -> tuple[HeadMonitor, list[tuple[torch.Tensor, torch.Tensor]], int]:
     """(the run's head monitor, its (h, y) pairs of uint8 ``images`` under masks seeded by ``mask_stream``,
     the checkpoint's step); a ConfigError for a method without a predictor head (MAE)."""
@@ -89,5 +90,11 @@ def _run(args: argparse.Namespace) -> list[str]:
             f"wrote {r['path']}"]
 
 
-register(Protocol("head", "shared head metrics: NLL (exact heads), point error, sample spread and cost",
-                  _add_arguments, _run))
+PROTOCOLS.register("head")(Protocol(
+    "head", "shared head metrics: NLL (exact heads), point error, sample spread and cost", _add_arguments, _run,
+    columns=(Column("nll", ("head metrics", "NLL / dim"), number("nll"), higher_is_better=False),
+             Column("point_cos", ("head metrics", "point cos"), number("point_cos"), tensorboard="head_point_cos"),
+             Column("sample_spread", ("head metrics", "spread"), number("sample_spread"), higher_is_better=None),
+             Column("sample_s_per_1000", ("head metrics", "s / 1000 draws"), number("sample_seconds_per_1000"),
+                    higher_is_better=False)),
+    order=50))

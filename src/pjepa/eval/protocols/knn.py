@@ -21,19 +21,36 @@ from typing import Any
 
 import torch
 
-from pjepa.data import ImageDataset, splits_for
+from pjepa.data import ImageDataset, Images, splits_for
 from pjepa.errors import ConfigError
 from pjepa.eval.features import extract_features, pixel_features
 from pjepa.eval.knn import WHITEN_FLOOR, fit_whitening, knn_evaluate, require_labels
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split, choice_warning,
-                                       non_negative_int, positive_int, register, source_of)
-from pjepa.eval.sources import (Source, encoder_depth, feature_amp, load_encoder_for, precision_name, probe_layers,
-                                split_features)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    choice_split,
+    choice_warning,
+    non_negative_int,
+    positive_int,
+    source_of,
+)
+from pjepa.eval.protocols.outputs import Column, ResultFile, number
+from pjepa.eval.sources import (
+    Source,
+    encoder_depth,
+    feature_amp,
+    load_encoder_for,
+    precision_name,
+    probe_layers,
+    split_features,
+)
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
 
-def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+def subset(ds: ImageDataset, limit: int, seed: int, stream: str) -> tuple[Images, torch.Tensor]:
     """(images, labels), a seeded random subset of ``limit`` items (all if 0): never a prefix."""
     if limit <= 0 or limit >= len(ds):
         return ds.images, ds.labels
@@ -114,27 +131,35 @@ def evaluate_knn(
         mean, std = run.stats()
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:
-        feats, step = _cached_features(run, source, dev, layers, progress) if (
+        cached, step = _cached_features(run, source, dev, layers, progress) if (
             train_limit == eval_limit == 0 and split == "eval") else (None, 0)
-        if feats is None:
-            feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+        if cached is None:
+            cached, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+        feats = cached
         which = encoder
-    whitening = fit_whitening(feats[0]) if whiten else None
-    if whitening is not None:
-        feats = [whitening(f) for f in feats]
-    votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), bank.num_classes,
-                         k=cfg.eval.k, temperature=cfg.eval.temperature)
+    num_classes, bank_split, query_split = bank.num_classes, bank.split, queries.split
+    n_train, n_eval = int(xb.shape[0]), int(xq.shape[0])
+    del splits, bank, queries, xb, xq  # the images (0.7 GB for Tiny ImageNet) are not needed past the features
+    features = "raw"
+    if whiten:
+        whitening = fit_whitening(feats[0])
+        # in place where it can (the features are this function's own): no second copy of the bank
+        feats = [whitening(f, out=f if whitening.exact and f.dtype == torch.float32 else None) for f in feats]
+        features = (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
+                    f"{whitening.describe()})")
+        del whitening  # its F x F factor is not needed for the neighbours
+    votes = knn_evaluate(feats[0].to(dev), yb.to(dev), feats[1].to(dev), yq.to(dev), num_classes,
+                         k=cfg.eval.k, temperature=cfg.eval.temperature, in_place=True)
     result = {
         "top1": votes["weighted"], "top1_weighted": votes["weighted"], "top1_majority": votes["majority"],
         "k": cfg.eval.k, "temperature": cfg.eval.temperature, "vote": "weighted",
         "encoder": which, "source": source.describe(run), "baseline": baseline, "checkpoint": None if baseline or weights else checkpoint,
         "weights": str(weights) if weights is not None else None,
         "layers": layers if which != "pixels" else None,
-        "features": (f"PCA-whitened on the bank (eigenvalue floor {WHITEN_FLOOR:g} x the largest; "
-                     f"{whitening.describe()})") if whitening is not None else "raw",
+        "features": features,
         "feature_precision": precision_name(feature_amp(run, dev)) if which != "pixels" else None,
-        "dataset": d.name, "split": queries.split, "bank_split": bank.split, "val_fraction": d.val_fraction,
-        "n_train": int(xb.shape[0]), "n_eval": int(xq.shape[0]), "feature_dim": int(feats[0].shape[1]),
+        "dataset": d.name, "split": query_split, "bank_split": bank_split, "val_fraction": d.val_fraction,
+        "n_train": n_train, "n_eval": n_eval, "feature_dim": int(feats[0].shape[1]),
         "step": step, "seconds": round(time.perf_counter() - t0, 2),
     }
     if split == "val":  # the number choices read: say which split it really is
@@ -175,5 +200,29 @@ def _run(args: argparse.Namespace) -> list[str]:
     return ([r["warning"]] if r.get("warning") else []) + lines
 
 
-register(Protocol("knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline",
-                  _add_arguments, _run))
+def _columns() -> tuple[Column, ...]:
+    """kNN@1 of both votes on the reported split; the weighted vote of each variant (validation queries,
+    whitened features, the context encoder's features, which also gets its majority vote)."""
+    reported, context = "kNN@1 (%), reported split", "kNN@1 (%), context encoder"
+    weighted, majority = number("top1_weighted"), number("top1_majority")
+    return (
+        Column("knn", (reported, "weighted"), weighted, rated=0, tensorboard="knn"),
+        Column("knn_majority", (reported, "majority"), majority, rated=0),
+        # `pjepa eval knn --encoder context`: the student, as the Probabilistic-JEPA report rates it
+        Column("knn_context", (context, "weighted"), weighted, "_context", rated=2),
+        Column("knn_context_majority", (context, "majority"), majority, "_context", rated=2),
+        # validation queries: the number choices read
+        Column("knn_val", ("kNN@1 (%), validation", "raw"), weighted, "_val", rated=1),
+        Column("knn_white", ("kNN@1 (%), whitened", "reported"), weighted, "_white", rated=1),
+        Column("knn_val_white", ("kNN@1 (%), validation", "whitened"), weighted, "_val_white", rated=1),
+    )
+
+
+PROTOCOLS.register("knn")(Protocol(
+    "knn", "kNN@1 (k=20, cosine; weighted and majority votes) of an encoder or a baseline", _add_arguments, _run,
+    results=(ResultFile(sweep_baselines="always"),
+             ResultFile("_val", ("--split", "val"), "kNN on the validation split"),
+             ResultFile("_white", ("--whiten",), "kNN on whitened features", sweep_baselines="asked"),
+             ResultFile("_val_white", ("--split", "val", "--whiten")),
+             ResultFile("_context", ("--encoder", "context"), "kNN of the context encoder")),
+    columns=_columns(), baselines=True, order=10))

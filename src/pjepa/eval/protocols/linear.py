@@ -17,9 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from pjepa.eval.linear import linear_probe
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, choice_split,
-                                       choice_split_short, choice_warning, held_out_validation, positive_int, register,
-                                       source_of)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    choice_split,
+    choice_split_short,
+    choice_warning,
+    held_out_validation,
+    positive_int,
+    source_of,
+)
+from pjepa.eval.protocols.outputs import Column, ResultFile, number
 from pjepa.eval.sources import Source, feature_amp, labelled_splits, precision_name, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
@@ -46,7 +56,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
     num_classes = labelled_splits(run)["bank"].num_classes
     probes = {name: linear_probe(v["bank"], v["val"], v["eval"], num_classes, epochs=epochs, seed=run.config.train.seed)
               for name, v in feature_views(feats, layers, source.baseline == "pixels").items()}
-    primary = probes.get("last", probes.get("pixels"))
+    primary = probes["last"] if "last" in probes else probes["pixels"]
     result = {
         "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
         "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(run), "layers": layers,
@@ -80,5 +90,15 @@ def _run(args: argparse.Namespace) -> list[str]:
     return lines + [f"wrote {r['path']}"]
 
 
-register(Protocol("linear", "linear probes (last layer, last 4 layers) on frozen features; grid chosen on val",
-                  _add_arguments, _run))
+def deeper_probe_top1(result: dict[str, Any]) -> float | None:
+    """Top-1 of the probe over the last N > 1 layers (``last4``), None where the encoder had one layer."""
+    deep = [v for k, v in result.get("probes", {}).items() if k.startswith("last") and k != "last"]
+    return deep[0]["top1"] if deep else None
+
+
+PROTOCOLS.register("linear")(Protocol(
+    "linear", "linear probes (last layer, last 4 layers) on frozen features; grid chosen on val", _add_arguments, _run,
+    results=(ResultFile(sweep_baselines="asked"),),
+    columns=(Column("linear", ("linear probe (%)", "last layer"), number("top1"), rated=0, tensorboard="linear"),
+             Column("linear_last4", ("linear probe (%)", "last 4 layers"), deeper_probe_top1, rated=0)),
+    baselines=True, order=20))

@@ -16,6 +16,7 @@ import argparse
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,17 @@ import torch
 from pjepa.data import carve_validation
 from pjepa.errors import ConfigError
 from pjepa.eval.linear import BATCH, linear_probe
-from pjepa.eval.protocols.base import (Protocol, add_run_arguments, add_source_arguments, float_in, positive_int, register,
-                                       source_of)
+from pjepa.eval.protocols.base import (
+    PROTOCOLS,
+    Protocol,
+    add_run_arguments,
+    add_source_arguments,
+    float_in,
+    positive_int,
+    source_of,
+)
 from pjepa.eval.protocols.linear import feature_views
+from pjepa.eval.protocols.outputs import Column
 from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
@@ -106,5 +115,13 @@ def _run(args: argparse.Namespace) -> list[str]:
     return lines + [f"wrote {r['path']}"]
 
 
-register(Protocol("lowshot", "1 %% / 10 %% of the labels: linear probe, lr/wd chosen on a hold-out of the subset",
-                  _add_arguments, _run))
+def fraction_top1(fraction: str) -> Callable[[dict[str, Any]], Any]:
+    """A ``Column.read``: the mean top-1 over the subset seeds at label ``fraction`` ("0.01")."""
+    return lambda result: result.get("fractions", {}).get(fraction, {}).get("top1_mean")
+
+
+PROTOCOLS.register("lowshot")(Protocol(
+    "lowshot", "1 %% / 10 %% of the labels: linear probe, lr/wd chosen on a hold-out of the subset", _add_arguments,
+    _run, columns=(Column("lowshot_1", ("low-shot (%)", "1 % labels"), fraction_top1("0.01"), rated=0),
+                   Column("lowshot_10", ("low-shot (%)", "10 % labels"), fraction_top1("0.1"), rated=0)),
+    baselines=True, order=30))
