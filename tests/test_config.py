@@ -202,3 +202,12 @@ def test_config_mistakes_that_used_to_give_generic_errors_are_named(tmp_path):
     with pytest.raises(ConfigError, match="eval.periodic_train_subset=0: need an integer > 0 while train.eval_every"):
         check_config(build_config(None, ["eval.periodic_train_subset=0"]))
     check_config(build_config(None, ["eval.periodic_train_subset=0", "train.eval_every=0"]))  # no periodic kNN: fine
+
+
+def test_a_misspelt_plugin_name_is_named_with_the_closest_one():
+    from pjepa.heads import HEADS
+
+    with pytest.raises(ConfigError, match=r"unknown head 'flow_matchin' \(did you mean 'flow_matching'\?\); choose one of"):
+        HEADS.get("flow_matchin")
+    with pytest.raises(ConfigError, match=r"unknown head 'zzz'; choose one of"):  # nothing close: no guess
+        HEADS.get("zzz")

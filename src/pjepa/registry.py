@@ -10,6 +10,7 @@ and its package's ``__init__`` imports every module of the package
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import pkgutil
@@ -58,7 +59,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             choices = ", ".join(self.names()) or "(none registered)"
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {choices}")
+            close = difflib.get_close_matches(str(name), self.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; choose one of: {choices}")
         return self._items[name]
 
     __getitem__ = get
