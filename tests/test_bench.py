@@ -120,7 +120,7 @@ def test_bench_tiny_end_to_end(one_thread):
 def test_bench_rejects_a_bad_precision():
     from pjepa.train.bench import run_bench
 
-    with pytest.raises(ConfigError, match="fp64.*choose from fp32, bf16, fp16"):
+    with pytest.raises(ConfigError, match="fp64.*choose from fp32, bf16, fp16 or auto"):
         run_bench("smoke", [], ["fp64"])
 
 
@@ -193,6 +193,18 @@ def test_time_products_sums_count_times_time(one_thread):
     assert limit.seconds == pytest.approx(sum(c.count * c.seconds for c in calls))
     assert limit.seconds_by_kind()["matmul"] == pytest.approx(limit.seconds)
     assert limit.gflops == pytest.approx(limit.flops / limit.seconds / 1e9)
+
+
+def test_bench_auto_is_timed_as_what_it_picks_and_only_once(one_thread, monkeypatch):
+    import pjepa.train.bench as bench
+
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, dtype: 100.0)
+    overrides = [o for o in TINY if not o.startswith(("data.options", "train.max_steps"))]
+    r = bench.run_bench("smoke", overrides, ["auto", "fp32", "bf16"], steps=1, warmup=0, flop_steps=0,
+                        part_steps=0, progress=False, shape_limit=False)
+    names = [x.precision for x in r.results]
+    assert sorted(names) == ["bf16", "fp32"]  # auto resolved to one of them, which is not timed twice
+    assert r.auto.startswith(f"auto -> {names[0]}")  # the first row is auto's, named by its choice
 
 
 def test_bench_can_skip_the_shape_limit(one_thread, monkeypatch):

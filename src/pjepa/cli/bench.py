@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "products and attention calls timed alone at their shapes, peak memory and ms "
                                    "per part of the step.")
     add_config(p)
-    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16 (default fp32,bf16)")
+    p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16, auto (what train.precision=auto picks here, timed "
+                        "under that name) (default fp32,bf16)")
     p.add_argument("--steps", type=positive_int, default=20, help="timed steps per precision (default 20)")
     p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--flop-steps", type=non_negative_int, default=2, help="steps under the FLOP counter (default 2)")

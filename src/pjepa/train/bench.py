@@ -1,6 +1,7 @@
 """`pjepa bench`: how fast a configuration's training step runs, and how close to the machine's limit.
 
-For each precision asked for (default fp32 and bf16), one ``Trainer`` of the configuration runs
+For each precision asked for (default fp32 and bf16; ``auto`` is what ``train.precision=auto`` picks on
+this machine, timed under the name it picks, once even if also named), one ``Trainer`` of the configuration runs
 the real training step (device augmentation, masks, forward, backward, optimizer, EMA) on
 synthetic images of the configuration's resolution (``--real-data`` for its own dataset):
 
@@ -186,10 +187,10 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
               flop_steps: int = 2, part_steps: int = 5, real_data: bool = False,
               progress: bool = True, budget_min: float = 0.0, shape_limit: bool = True) -> BenchResult:
     """Measure the configuration's training step in each precision (see the module docstring)."""
-    bad = [p for p in precisions if p not in PRECISIONS]
+    bad = [p for p in precisions if p not in (*PRECISIONS, "auto")]
     if bad or not precisions:
-        raise ConfigError(f"--precision {','.join(precisions)!r}: choose from {', '.join(PRECISIONS)} "
-                          "(comma-separated, e.g. fp32,bf16)")
+        raise ConfigError(f"--precision {','.join(precisions)!r}: choose from {', '.join(PRECISIONS)} or auto "
+                          "(comma-separated, e.g. fp32,bf16; auto: what train.precision=auto picks on this machine)")
     if steps < 1 or warmup < 0 or flop_steps < 0 or part_steps < 0:
         raise ConfigError(f"--steps {steps} must be >= 1 and --warmup {warmup}, --flop-steps {flop_steps}, "
                           f"--part-steps {part_steps} >= 0")
@@ -215,7 +216,11 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
                 print(f"[bench] {precision}: {warmup} warm-up + {steps} timed + {flop_steps} counted + "
                       f"{int(shape_limit)} recorded (its products then timed alone) + {part_steps} part-timed steps",
                       file=sys.stderr, flush=True)
-            results.append(_measure(trainer, precision, peaks.get(precision, float("nan")), steps, warmup,
+            chosen = trainer.precision.name  # "auto" is timed as what it resolved to, and its row says so
+            if any(r.precision == chosen for r in results):  # e.g. auto,fp32 where auto picks fp32
+                del trainer
+                continue
+            results.append(_measure(trainer, chosen, peaks.get(chosen, float("nan")), steps, warmup,
                                     flop_steps, part_steps, shape_limit))
             del trainer
     return BenchResult(
