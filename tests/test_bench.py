@@ -96,7 +96,7 @@ def test_bench_tiny_end_to_end(one_thread):
     r = run_bench("smoke", overrides, ["fp32"], steps=2, warmup=1, flop_steps=1, part_steps=1, progress=False)
     (x,) = r.results
     assert r.batch_size == 16 and r.image_size == 24 and r.data == "synthetic 24 px"
-    assert set(r.matmul_peak_gflops) >= {"fp32", "bf16"} and "auto ->" in r.auto
+    assert set(r.matmul_peak_gflops) == {"fp32"} and "auto ->" in r.auto  # the peak of each precision timed
     assert x.images_per_s > 0 and x.ms_per_step > 0 and x.peak_memory_mib > 0
     # forward + backward arithmetic of the tiny model: more than its encoder's forward alone on 36 tokens
     assert x.gflop_per_image > 3 * 2 * 36 * 2 * (12 * 32 * 32) / 1e9

@@ -16,7 +16,7 @@ synthetic images of the configuration's resolution (``--real-data`` for its own 
 5. ``part_steps`` steps under a ``PartTimer`` -> ms per step in each part (exclusive; the device is
    synchronised at every boundary in this pass only, so the parts may add up to a little more than 2.).
 
-The matmul peak of each precision is measured in the same process (``pjepa.profiling.matmul_peak``),
+The matmul peak of each precision timed is measured in the same process (``pjepa.profiling.matmul_peak``),
 and ``fraction_of_peak`` = achieved GFLOP/s / the peak of the precision in use: a large square matmul's
 rate, which a model of small width cannot reach. ``fraction_of_shape_limit`` = the shape-aware limit /
 the measured step time: how much of the step the products at their own shapes would take (the rest is
@@ -48,6 +48,7 @@ from pjepa.train.precision import cpu_model, resolve_precision
 from pjepa.train.shape_limit import KINDS, record_products, time_products
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -206,20 +207,18 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
             trainer = Trainer(load_config(resolve_config_path(config), [*final, f"train.precision={precision}"]),
                               Path(tmp) / precision)
             device = trainer.device
-            if not peaks:  # after the Trainer: it sets the thread count the step runs with
-                dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-                if device.type == "cuda":
-                    dtypes["fp16"] = torch.float16
-                peaks = {name: matmul_peak(device, dt) for name, dt in dtypes.items()}
+            if not auto:  # after the Trainer: it sets the thread count the step runs with
                 auto = resolve_precision("auto", device, cfg.model.encoder.embed_dim, torch.get_num_threads()).describe()
-            if progress:
-                print(f"[bench] {precision}: {warmup} warm-up + {steps} timed + {flop_steps} counted + "
-                      f"{int(shape_limit)} recorded (its products then timed alone) + {part_steps} part-timed steps",
-                      file=sys.stderr, flush=True)
             chosen = trainer.precision.name  # "auto" is timed as what it resolved to, and its row says so
             if any(r.precision == chosen for r in results):  # e.g. auto,fp32 where auto picks fp32
                 del trainer
                 continue
+            if chosen not in peaks:  # only the precisions timed: an emulated bf16 peak takes minutes to measure
+                peaks[chosen] = matmul_peak(device, DTYPES[chosen])
+            if progress:
+                print(f"[bench] {precision}: {warmup} warm-up + {steps} timed + {flop_steps} counted + "
+                      f"{int(shape_limit)} recorded (its products then timed alone) + {part_steps} part-timed steps",
+                      file=sys.stderr, flush=True)
             results.append(_measure(trainer, chosen, peaks.get(chosen, float("nan")), steps, warmup,
                                     flop_steps, part_steps, shape_limit))
             del trainer
