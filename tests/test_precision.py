@@ -155,6 +155,25 @@ def test_the_real_probe_falls_back_to_one_thread_below_the_busy_share(monkeypatc
     assert not probe_cpu_bf16(128, 16, 64, threads=2).busy
 
 
+def test_a_bf16_matmul_on_one_thread_does_not_read_as_a_busy_machine(monkeypatch):
+    """Emulated bf16 may run on one thread of two: the CPU share is read on the fp32 rounds only."""
+
+    class Clock:  # a quiet 2-core machine: fp32 keeps both threads busy, bf16 one, each round 1 s of wall time
+        cpu = wall = 0.0
+
+    def fake_seconds(step, bf16, reps, clock):
+        Clock.wall += 1.0
+        Clock.cpu += 1.0 if bf16 else 2.0
+        return 10.0 if bf16 else 1.0
+
+    monkeypatch.setattr(precision, "_bf16_works", lambda: True)
+    monkeypatch.setattr(precision, "_seconds", fake_seconds)
+    monkeypatch.setattr(precision.time, "process_time", lambda: Clock.cpu)
+    monkeypatch.setattr(precision.time, "perf_counter", lambda: Clock.wall)
+    r = probe_cpu_bf16(128, 16, 64, threads=2)
+    assert not r.busy and r.cpu_share == pytest.approx(1.0) and r.ratio == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"version": 1, "entries": {"k": 3}}', "\xff\xfe"])
 def test_a_corrupt_cache_is_ignored_and_written_again(probe, cache, garbage):
     cache.parent.mkdir(parents=True)

@@ -11,8 +11,9 @@ optimiser, EMA and augmentation stay fp32).
 
 The ratio is the median of alternating fp32 / bf16 rounds. With one thread they are timed in CPU time,
 which other processes on the core do not move; with more, in wall time, which they do. So the probe also
-measures the CPU share it got (process CPU time / (wall time x threads)): below ``BUSY_SHARE`` = 0.8 the
-machine was busy, the ratio comes from a 1-thread probe instead and is not cached (a later run on a quiet
+measures the CPU share it got (process CPU time / (wall time x threads), over the fp32 rounds only: a
+processor without bf16 instructions may run its emulated bf16 matmul on one thread, which would read as a
+busy machine on a quiet one): below ``BUSY_SHARE`` = 0.8 the machine was busy, the ratio comes from a 1-thread probe instead and is not cached (a later run on a quiet
 machine measures again). An explicit ``train.precision`` decides for certain.
 
 The rule, for ``resolve_precision(requested, device, width, threads)``:
@@ -80,7 +81,7 @@ class ProbeResult:
     bf16_ms: float
     shape: tuple[int, int, int]
     threads: int
-    cpu_share: float = 1.0  # process CPU time / (wall time x threads) over the multi-thread rounds
+    cpu_share: float = 1.0  # process CPU time / (wall time x threads) over the multi-thread fp32 rounds
     busy: bool = False  # cpu_share < BUSY_SHARE: ratio, fp32_ms, bf16_ms are a 1-thread probe's
 
 
@@ -173,11 +174,14 @@ def probe_cpu_bf16(m: int, k: int, n: int, threads: int) -> ProbeResult:
         reps = max(1, min(100, round(ROUND_SECONDS / max(_seconds(step, False, 1, clock), 1e-6))))
         t32: list[float] = []
         t16: list[float] = []
-        t0, cpu0, wall0 = clock(), time.process_time(), time.perf_counter()
+        cpu32 = wall32 = 0.0  # the share is read on the fp32 rounds: an emulated bf16 matmul may use one thread
+        t0 = clock()
         while len(t32) < PROBE_ROUNDS or (len(t32) < 3 * PROBE_ROUNDS and clock() - t0 < PROBE_SECONDS):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
             t32.append(_seconds(step, False, reps, clock))
+            cpu32, wall32 = cpu32 + time.process_time() - cpu0, wall32 + time.perf_counter() - wall0
             t16.append(_seconds(step, True, reps, clock))
-        share = min(1.0, (time.process_time() - cpu0) / max(1e-9, (time.perf_counter() - wall0) * threads))
+        share = min(1.0, cpu32 / max(1e-9, wall32 * threads))
         if threads > 1 and share < BUSY_SHARE:  # wall times on a busy machine: ask one thread's CPU time instead
             one = probe_cpu_bf16(m, k, n, 1)
             return ProbeResult(one.supported, one.ratio, one.fp32_ms, one.bf16_ms, (m, k, n), threads, share, True)
