@@ -4,6 +4,7 @@ the stored choice reused by a resume and followed by evaluation, fp16 on a CPU r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,3 +311,11 @@ def test_evaluation_follows_the_stored_precision(bf16_run, monkeypatch):
 def test_eval_amp_dtype_table(monkeypatch, record, device, dtype):
     fake_cuda(monkeypatch, True)
     assert eval_amp_dtype(record, device) == dtype
+
+
+def test_cpu_model_names_the_family_and_model_a_vm_hides_behind_a_generic_name(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(precision, "Path", lambda p: info if p == "/proc/cpuinfo" else Path(p))
+    assert precision.cpu_model() == "AMD EPYC (family 25 model 17) [avx512_bf16]"

@@ -202,19 +202,26 @@ def cache_path() -> Path:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, else ``platform``) with its bf16 instruction flags: virtual
-    machines may report only "AMD EPYC", which covers processors with and without AVX512-BF16."""
-    name, flags = "", set[str]()
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform``), its x86 family and model numbers, and its
+    bf16 instruction flags: virtual machines may report only "AMD EPYC", which covers Zen 3 (family 25
+    model 1, no bf16) and Zen 4 (family 25 model 17, AVX512-BF16) alike."""
+    name, family, model, flags = "", "", "", set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not name:
+                name = value
+            elif key == "cpu family" and not family:
+                family = value
+            elif key == "model" and not model:
+                model = value
+            elif key == "flags" and not flags:
                 flags = set(value.split())
     except OSError:
         pass
     name = name or platform.processor() or platform.machine() or "unknown CPU"
+    if family and model:
+        name = f"{name} (family {family} model {model})"
     have = [f for f in BF16_FLAGS if f in flags]
     return f"{name} [{' '.join(have)}]" if have else name
 
