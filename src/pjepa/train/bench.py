@@ -211,6 +211,8 @@ def run_bench(config: str, overrides: list[str], precisions: list[str], steps: i
                 auto = resolve_precision("auto", device, cfg.model.encoder.embed_dim, torch.get_num_threads()).describe()
             chosen = trainer.precision.name  # "auto" is timed as what it resolved to, and its row says so
             if any(r.precision == chosen for r in results):  # e.g. auto,fp32 where auto picks fp32
+                if progress:
+                    print(f"[bench] {precision}: {chosen} is timed already, skipped", file=sys.stderr, flush=True)
                 del trainer
                 continue
             if chosen not in peaks:  # only the precisions timed: an emulated bf16 peak takes minutes to measure
