@@ -5,7 +5,7 @@
 #   python benchmarks/measure_budget.py --minutes 10 --out benchmarks/budgets/cifar10_levers.csv \
 #       vicreg_token=cifar10/reg_ablations/vicreg_token lr4e-3=cifar10/reg_ablations/vicreg_token:optim.lr=4e-3
 #   bash benchmarks/budget_rows.sh benchmarks/budgets/cifar10_levers.csv runs/levers 0 [ROW ...] [-- key=value ...]
-#   pjepa table runs/levers/* --by knn_val --format md
+#   pjepa table runs/levers/*/seed* --by knn_val --format md
 # Resumable: a rated run is skipped, a killed one continues from its checkpoint (--auto-resume). One lane per
 # seed on one thread each (the step count, not the wall time, is the budget, so lanes stay comparable):
 #   OMP_NUM_THREADS=1 bash benchmarks/budget_rows.sh BUDGETS OUT 0 -- train.num_threads=1   # and seed 1 beside it

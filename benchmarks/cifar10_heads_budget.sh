@@ -8,7 +8,8 @@
 #       flow_matching=cifar10/flow_matching diffusion=cifar10/diffusion -- BASE_OVERRIDES
 #   bash benchmarks/cifar10_heads_budget.sh [ROOT] [BASE_OVERRIDES...]    # HEADS="mdn flow" for a subset
 # Give the same BASE_OVERRIDES to both (the base recipe's regulariser, target, mask sets). Resumable.
-# One lane per seed on one thread each: SEEDS=0 ... train.num_threads=1 in one shell, SEEDS=1 in another.
+# One lane per seed on one thread each: SEEDS=0 ... train.num_threads=1 in one shell, SEEDS=1 in another; a
+# one-seed lane keeps its sweeps in ROOT/HEAD/seedN (a sweep folder holds one sweep), and the table reads them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PJEPA_DATA:?set PJEPA_DATA to the folder holding cifar10_jpeg.npz (see docs/data.md)}"
@@ -17,6 +18,7 @@ ROOT=${1:-runs/sweeps/cifar10-heads-budget}
 shift || true
 HEADS=${HEADS:-"deterministic mdn autoregressive flow flow_matching diffusion"}
 SEEDS=${SEEDS:-0,1,2}
+lane=""; [[ "$SEEDS" == *,* ]] || lane="/seed$SEEDS"
 steps_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $9 }' "$BUDGETS"; }
 config_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $2 }' "$BUDGETS"; }
 for head in $HEADS; do
@@ -24,8 +26,9 @@ for head in $HEADS; do
   [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS: run benchmarks/measure_budget.py first" >&2; exit 2; }
   BASELINES=()
   [ "$head" = "${HEADS%% *}" ] && BASELINES=(--baselines)
-  .venv/bin/pjepa sweep --config "$config" --out "$ROOT/$head" --eval knn_val,knn,linear,calibration \
+  .venv/bin/pjepa sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \
     ${BASELINES[@]+"${BASELINES[@]}"} ${DRY_RUN:+--dry-run} train.seed="$SEEDS" train.max_steps="$steps" \
     train.time_limit_min=0 train.progress=false "$@"
 done
-[ -n "${DRY_RUN:-}" ] || .venv/bin/pjepa table "$ROOT"/* --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"
+sweeps=("$ROOT"/*); [ -n "$lane" ] && sweeps=("$ROOT"/*/seed*)
+[ -n "${DRY_RUN:-}" ] || .venv/bin/pjepa table "${sweeps[@]}" --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"
