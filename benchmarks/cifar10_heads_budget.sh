@@ -17,6 +17,7 @@ BUDGETS=${BUDGETS:-benchmarks/budgets/cifar10_heads.csv}
 ROOT=${1:-runs/sweeps/cifar10-heads-budget}
 shift || true
 HEADS=${HEADS:-"deterministic mdn autoregressive flow flow_matching diffusion"}
+PJEPA=${PJEPA:-.venv/bin/pjepa}
 SEEDS=${SEEDS:-0,1,2}
 lane=""; [[ "$SEEDS" == *,* ]] || lane="/seed$SEEDS"
 steps_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $9 }' "$BUDGETS"; }
@@ -26,9 +27,9 @@ for head in $HEADS; do
   [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS: run benchmarks/measure_budget.py first" >&2; exit 2; }
   BASELINES=()
   [ "$head" = "${HEADS%% *}" ] && BASELINES=(--baselines)
-  .venv/bin/pjepa sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \
+  $PJEPA sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \
     ${BASELINES[@]+"${BASELINES[@]}"} ${DRY_RUN:+--dry-run} train.seed="$SEEDS" train.max_steps="$steps" \
     train.time_limit_min=0 train.progress=false "$@"
 done
 sweeps=("$ROOT"/*); [ -n "$lane" ] && sweeps=("$ROOT"/*/seed*)
-[ -n "${DRY_RUN:-}" ] || .venv/bin/pjepa table "${sweeps[@]}" --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"
+[ -n "${DRY_RUN:-}" ] || $PJEPA table "${sweeps[@]}" --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"

@@ -1,7 +1,8 @@
-"""The fixed-compute ablation scripts (``benchmarks/budget_rows.sh``, ``benchmarks/budget_confirm.sh``) run
-against a stand-in ``pjepa`` that records its command lines: each row trains its own measured step count
-(scaled for a confirmation), quoted overrides from the budgets file arrive as single arguments, and a rated
-run is skipped when the script is run again."""
+"""The fixed-compute ablation scripts (``benchmarks/budget_rows.sh``, ``benchmarks/budget_confirm.sh``,
+``benchmarks/cifar10_heads_budget.sh``) run against a stand-in ``pjepa`` that records its command lines: each
+row trains its own measured step count (scaled for a confirmation), quoted overrides from the budgets file
+arrive as single arguments, a rated run is skipped when the script is run again, and lanes of one seed each
+keep out of each other's sweep folders."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ if [ "$1" = eval ]; then
   while [ $# -gt 0 ]; do case "$1" in --run) run=$2; shift;; --split) split=_val;; --pixels) pixels=_pixels;;
     --whiten) white=_white;; esac; shift; done
   mkdir -p "$run/eval"; echo '{}' > "$run/eval/$proto${pixels}${split}${white}.json"
+fi
+if [ "$1" = sweep ]; then
+  while [ $# -gt 0 ]; do [ "$1" = --out ] && mkdir -p "$2"; shift; done
 fi
 """
 
@@ -97,3 +101,41 @@ def test_budget_confirm_names_what_is_wrong(tmp_path, args, message):
     env = _fake(tmp_path)
     r = _run("budget_confirm.sh", [str(tmp_path / "budgets.csv"), str(tmp_path / "o"), *args], env)
     assert r.returncode == 2 and message in r.stderr and not _calls(tmp_path)
+
+
+HEAD_BUDGETS = """name,config,overrides,processor,threads,precision,ms_per_step,minutes,steps,date
+deterministic,cifar10/cpu,train.time_limit_min=0,AMD EPYC,2,fp32,847.2,20.0,1416,2026-12-07
+mdn,cifar10/mdn,train.time_limit_min=0,AMD EPYC,2,fp32,998.6,20.0,1201,2026-12-07
+"""
+
+
+def test_head_table_lanes_of_one_seed_each_keep_their_own_sweep_folders(tmp_path):
+    env = _fake(tmp_path)
+    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
+    root = tmp_path / "heads"
+    for seed in ("0", "1"):  # one lane per seed, as the script's header suggests
+        r = _run("cifar10_heads_budget.sh", [str(root), "train.num_threads=1"],
+                 {**env, "BUDGETS": str(tmp_path / "heads.csv"), "HEADS": "deterministic mdn", "SEEDS": seed,
+                  "PJEPA_DATA": str(tmp_path)})
+        assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    sweeps = [c for c in calls if c[0] == "sweep"]
+    assert [(Path(c[c.index("--out") + 1]).relative_to(root).as_posix(), _value(c, "train.seed"),
+             _value(c, "train.max_steps"), "--baselines" in c) for c in sweeps] == [
+        ("deterministic/seed0", "0", "1416", True), ("mdn/seed0", "0", "1201", False),
+        ("deterministic/seed1", "1", "1416", True), ("mdn/seed1", "1", "1201", False)]
+    last_table = [c for c in calls if c[0] == "table"][-1]
+    read = sorted(Path(a).relative_to(root).as_posix() for a in last_table[1:last_table.index("--format")])
+    assert read == ["deterministic/seed0", "deterministic/seed1", "mdn/seed0", "mdn/seed1"]
+
+
+def test_head_table_of_all_seeds_in_one_lane_is_one_sweep_per_head(tmp_path):
+    env = _fake(tmp_path)
+    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
+    root = tmp_path / "heads"
+    r = _run("cifar10_heads_budget.sh", [str(root)], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+                                                       "HEADS": "deterministic mdn", "PJEPA_DATA": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
+    assert [(Path(c[c.index("--out") + 1]).name, _value(c, "train.seed")) for c in sweeps] == [
+        ("deterministic", "0,1,2"), ("mdn", "0,1,2")]
