@@ -24,7 +24,7 @@ steps_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $9 }' "$BUDGETS"; }
 config_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $2 }' "$BUDGETS"; }
 for head in $HEADS; do
   steps=$(steps_of "$head"); config=$(config_of "$head")
-  [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS: run benchmarks/measure_budget.py first" >&2; exit 2; }
+  [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS (its rows: $(awk -F, 'NR > 1 { printf "%s%s", s, $1; s = ", " }' "$BUDGETS")); name one of them in HEADS, or measure $head with benchmarks/measure_budget.py" >&2; exit 2; }
   BASELINES=()
   [ "$head" = "${HEADS%% *}" ] && BASELINES=(--baselines)
   $PJEPA sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \

@@ -139,3 +139,12 @@ def test_head_table_of_all_seeds_in_one_lane_is_one_sweep_per_head(tmp_path):
     sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
     assert [(Path(c[c.index("--out") + 1]).name, _value(c, "train.seed")) for c in sweeps] == [
         ("deterministic", "0,1,2"), ("mdn", "0,1,2")]
+
+
+def test_head_table_names_an_unknown_head_and_the_rows_it_has(tmp_path):
+    env = _fake(tmp_path)
+    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
+    r = _run("cifar10_heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+                                                                  "HEADS": "determinstic", "PJEPA_DATA": str(tmp_path)})
+    assert r.returncode == 2 and "no budget for determinstic" in r.stderr and "deterministic, mdn" in r.stderr
+    assert not _calls(tmp_path)
