@@ -31,5 +31,5 @@ for head in $HEADS; do
     ${BASELINES[@]+"${BASELINES[@]}"} ${DRY_RUN:+--dry-run} train.seed="$SEEDS" train.max_steps="$steps" \
     train.time_limit_min=0 train.progress=false "$@"
 done
-sweeps=("$ROOT"/*); [ -n "$lane" ] && sweeps=("$ROOT"/*/seed*)
+sweeps=("$ROOT"/*/); [ -n "$lane" ] && sweeps=("$ROOT"/*/seed*/)  # folders only: ROOT may hold the table CSV and lane logs
 [ -n "${DRY_RUN:-}" ] || $PJEPA table "${sweeps[@]}" --format md --per-run --csv "${KEEP:-$ROOT/table.csv}"
