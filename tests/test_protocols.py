@@ -124,6 +124,28 @@ def test_knn_of_the_context_encoder_is_the_file_the_sweeps_knn_context_reads(tin
     assert eval_current(tiny_run, "knn_context")  # `pjepa sweep --eval knn_context` skips it now
 
 
+def test_knn_on_both_splits_reads_the_cached_features_and_predicts_as_fresh_ones(tiny_run, tmp_path, one_thread):
+    """knn_val and knn share one feature extraction (the bank is the same): cached or freshly extracted
+    (a bank limit at least its size takes the fresh path), the votes are identical."""
+    import shutil
+
+    from pjepa.eval.protocols.knn import evaluate_knn
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    cache = run / "eval" / "cache"
+    fresh = {split: evaluate_knn(run, split=split, train_limit=10**9, progress=False) for split in ("val", "eval")}
+    assert not cache.exists()  # the fresh path caches nothing
+    cached = {"val": evaluate_knn(run, split="val", progress=False)}
+    assert [p.name for p in cache.iterdir()] == ["features_target-last-step2_last2.pt"]  # bank, val and eval
+    cached["eval"] = evaluate_knn(run, split="eval", progress=False)  # reads them: no second extraction
+    for split in ("val", "eval"):
+        assert cached[split]["n_train"] == fresh[split]["n_train"] and cached[split]["n_eval"] == fresh[split]["n_eval"]
+        assert (cached[split]["top1_weighted"], cached[split]["top1_majority"]) == (
+            fresh[split]["top1_weighted"], fresh[split]["top1_majority"])
+    assert cached["val"]["split"] != cached["eval"]["split"]
+
+
 def test_finetune_protocol_trains_and_labels_from_scratch(tiny_run, one_thread):
     assert main(["eval", "finetune", "--run", str(tiny_run), "--epochs", "1", "--batch-size", "32"]) == 0
     r = json.loads((tiny_run / "eval" / "finetune.json").read_text())

@@ -72,15 +72,16 @@ def _encoder_features(run: Run, source: Source, images, device, layers: int, pro
     return feats, step
 
 
-def _cached_features(run: Run, source: Source, device, layers: int, progress: bool):
+def _cached_features(run: Run, source: Source, device, layers: int, progress: bool, split: str):
     """(bank, queries) features from the linear protocol's cache (extracting and caching them if needed),
-    when its layers cover ``layers``; (None, 0) otherwise."""
+    when its layers cover ``layers``; (None, 0) otherwise. ``split`` ("eval" or "val") names the queries:
+    the cache holds both, so ``knn_val`` and ``knn`` of one run extract the bank once between them."""
     cached = probe_layers(run, source)
     if layers not in (1, cached):
         return None, 0
     feats, step = split_features(run, source, device, cached, progress)
     width = feats["bank"][0].shape[1] // cached * layers
-    return [feats[k][0][:, -width:] for k in ("bank", "eval")], step
+    return [feats[k][0][:, -width:] for k in ("bank", split)], step
 
 
 def evaluate_knn(
@@ -131,8 +132,8 @@ def evaluate_knn(
         mean, std = run.stats()
         feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
     else:
-        cached, step = _cached_features(run, source, dev, layers, progress) if (
-            train_limit == eval_limit == 0 and split == "eval") else (None, 0)
+        cached, step = _cached_features(run, source, dev, layers, progress, split) if (
+            train_limit == eval_limit == 0) else (None, 0)
         if cached is None:
             cached, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
         feats = cached
