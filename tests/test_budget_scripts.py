@@ -1,5 +1,5 @@
 """The fixed-compute ablation scripts (``benchmarks/budget_rows.sh``, ``benchmarks/budget_confirm.sh``,
-``benchmarks/cifar10_heads_budget.sh``) run against a stand-in ``pjepa`` that records its command lines: each
+``benchmarks/heads_budget.sh``) run against a stand-in ``pjepa`` that records its command lines: each
 row trains its own measured step count (scaled for a confirmation), quoted overrides from the budgets file
 arrive as single arguments, a rated run is skipped when the script is run again, and lanes of one seed each
 keep out of each other's sweep folders."""
@@ -114,7 +114,7 @@ def test_head_table_lanes_of_one_seed_each_keep_their_own_sweep_folders(tmp_path
     (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
     root = tmp_path / "heads"
     for seed in ("0", "1"):  # one lane per seed, as the script's header suggests
-        r = _run("cifar10_heads_budget.sh", [str(root), "train.num_threads=1"],
+        r = _run("heads_budget.sh", [str(root), "train.num_threads=1"],
                  {**env, "BUDGETS": str(tmp_path / "heads.csv"), "HEADS": "deterministic mdn", "SEEDS": seed,
                   "PJEPA_DATA": str(tmp_path)})
         assert r.returncode == 0, r.stderr
@@ -133,7 +133,7 @@ def test_head_table_of_all_seeds_in_one_lane_is_one_sweep_per_head(tmp_path):
     env = _fake(tmp_path)
     (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
     root = tmp_path / "heads"
-    r = _run("cifar10_heads_budget.sh", [str(root)], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+    r = _run("heads_budget.sh", [str(root)], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
                                                        "HEADS": "deterministic mdn", "PJEPA_DATA": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
@@ -144,7 +144,24 @@ def test_head_table_of_all_seeds_in_one_lane_is_one_sweep_per_head(tmp_path):
 def test_head_table_names_an_unknown_head_and_the_rows_it_has(tmp_path):
     env = _fake(tmp_path)
     (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
-    r = _run("cifar10_heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+    r = _run("heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
                                                                   "HEADS": "determinstic", "PJEPA_DATA": str(tmp_path)})
     assert r.returncode == 2 and "no budget for determinstic" in r.stderr and "deterministic, mdn" in r.stderr
     assert not _calls(tmp_path)
+
+
+@pytest.mark.parametrize(("heads", "baselines", "rated"), [
+    ("mdn", None, []),                    # a lane of another head: the deterministic lane rates the baselines
+    ("deterministic mdn", None, ["deterministic"]),
+    ("mdn", "mdn", ["mdn"]),
+    ("deterministic mdn", "none", []),
+])
+def test_head_table_rates_the_baselines_with_one_head_only(tmp_path, heads, baselines, rated):
+    env = _fake(tmp_path)
+    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
+    extra = {} if baselines is None else {"BASELINES": baselines}
+    r = _run("heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+                                                           "HEADS": heads, "SEEDS": "0", "PJEPA_DATA": str(tmp_path), **extra})
+    assert r.returncode == 0, r.stderr
+    sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
+    assert [Path(c[c.index("--out") + 1]).parent.name for c in sweeps if "--baselines" in c] == rated
