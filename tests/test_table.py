@@ -15,6 +15,7 @@ from pjepa.errors import PJepaError
 from pjepa.eval.stats import welch
 from pjepa.eval.table import (
     add_noise_column,
+    against_markdown,
     cell,
     expand_run_dirs,
     noise_metric,
@@ -361,3 +362,39 @@ def test_copies_of_one_run_are_not_two_seeds_and_old_scores_are_named(tiny_run, 
     (a / "config.yaml").write_text("")
     with pytest.raises(CheckpointError, match="config.yaml is empty"):
         table_rows([a])
+
+
+def test_against_tests_every_trained_row_against_the_named_one_holm_over_those_tests(sweep):
+    """Many-to-one: "does any head beat this one?" is a family of the rows tested against it (2 here), smaller
+    than every pair (3); the verdicts read the Holm-adjusted p, the raw p is printed beside it."""
+    from pjepa.eval.stats import holm
+
+    text = against_markdown(table_rows([sweep]), "head.name-flow_s*")
+    det, mdn, flow = KNN["deterministic"], KNN["mdn"], KNN["flow"]
+    raw = [welch(det, flow).p, welch(mdn, flow).p]
+    adjusted = holm(raw)
+    lines = text.splitlines()
+    assert lines[0].startswith("| knn: row vs head.name-flow_s* (40.50, n=3) |")
+    assert lines[2].startswith("| head.name-deterministic_s* | 3 | 41.00 ± 1.00 | +0.50 |")
+    assert lines[2].endswith(f"| p={adjusted[0]:.2g} | p={raw[0]:.2g} | ≈ head.name-flow_s* |")
+    assert lines[3].endswith(f"| p={adjusted[1]:.2g} | p={raw[1]:.2g} | ≈ head.name-flow_s* |")
+    assert raw[1] < 0.05 <= adjusted[1]  # mdn's raw p is below 0.05; over the family it is inside the noise
+    assert len(lines) == 6 and not any(line.startswith("| head.name-flow_s* |") for line in lines)  # not itself
+    assert lines[-1].startswith("Welch's two-sided t-test over seeds on knn against head.name-flow_s*, "
+                                "p-values Holm-corrected over the 2 rows compared with head.name-flow_s*:")
+
+
+def test_against_lists_the_baselines_without_testing_them():
+    rows = _rows((50.0, 1.0, 3), (47.4, 1.0, 3), (40.0, 0.5, 3))
+    rows[2].update(run="(raw pixels)", method="baseline")
+    text = against_markdown(rows, "r0")
+    assert "| (raw pixels) | 3 | 40.00 ± 0.50 | -10.00 | - | - | (baseline: not tested) |" in text
+    assert "p-value of the single row compared with r0, uncorrected" in text  # r1 alone is tested
+
+
+def test_against_a_row_the_table_lacks_names_the_rows_and_prints_nothing(sweep, capsys):
+    assert main(["table", str(sweep), "--format", "md", "--against", "head.name-flows_s*"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--against 'head.name-flows_s*': no such row" in err and "head.name-flow_s*" in err
+    assert main(["table", str(sweep), "--format", "md", "--against", "head.name-mdn_s*", "--correct", "none"]) == 0
+    assert "p-values uncorrected over the 2 rows compared with head.name-mdn_s*" in capsys.readouterr().out

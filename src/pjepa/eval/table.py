@@ -496,6 +496,44 @@ def pairs_markdown(rows: list[dict[str, Any]], by: str | None = None, correct: s
     return "\n".join(lines) + "\n\n" + rule + "\n"
 
 
+def against_markdown(rows: list[dict[str, Any]], against: str, by: str | None = None, correct: str = "auto") -> str:
+    """Every trained row against one reference row ``against`` (its ``run`` label, e.g. ``deterministic/s*``):
+    mean, difference, Welch's two-sided p over seeds, corrected and raw, and the verdict, then the rule. The
+    many-to-one tests are one family, corrected as ``correct`` says: the question "does any row beat the
+    reference?" is answered by these tests alone, a smaller family than every pair (``pairs_markdown``).
+    The baseline rows (untrained encoder, pixels) are listed but not tested: they are not candidates."""
+    check_correction(correct)
+    col = noise_metric(rows, by)
+    if col is None:
+        return "(no accuracy column that every row has: nothing to compare)\n"
+    ref = next((r for r in rows if r["run"] == against), None)
+    if ref is None:
+        raise PJepaError(f"--against {against!r}: no such row; the rows are: {', '.join(r['run'] for r in rows)}")
+    if not isinstance(ref.get(col), (int, float)):
+        raise PJepaError(f"--against {against!r}: the row has no {col} to compare on")
+    others = [r for r in rows if r is not ref and isinstance(r.get(col), (int, float))]
+    raw = {id(r): welch_p(r, ref, col) for r in others if r.get("method") != "baseline"}
+    tested = {k: p for k, p in raw.items() if p is not None}
+    method = resolve_correction(correct, len(tested))
+    shown = dict(zip(tested, adjust(list(tested.values()), method)))
+    lines = [f"| {col}: row vs {against} ({_fmt(ref[col])}, n={ref.get(f'{col}_n')}) | n | {col} | difference | p | "
+             "p uncorrected | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in others:
+        p, p_raw = shown.get(id(r)), raw.get(id(r))
+        if r.get("method") == "baseline":
+            what = "(baseline: not tested)"
+        elif p is None:
+            what = "n<2: no spread"
+        else:
+            what = f"{verdict(r, ref, col, p)} {against}"
+        lines.append(f"| {r['run']} | {r.get(f'{col}_n')} | {cell(r, col)} | {r[col] - ref[col]:+.2f} | "
+                     f"{'-' if p is None else _p(p)} | {'-' if p_raw is None else _p(p_raw)} | {what} |")
+    family = correction_phrase(method, len(tested), (f"row compared with {against}", f"rows compared with {against}"))
+    rule = (f"Welch's two-sided t-test over seeds on {col} against {against}, {family}: "
+            f"'>' / '<' if p < {ALPHA:g}, '≈' otherwise; 'n<2' if either row has a single seed.")
+    return "\n".join(lines) + "\n\n" + rule + "\n"
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
