@@ -20,6 +20,7 @@ from pjepa.eval.table import (
     expand_run_dirs,
     noise_metric,
     pairs_markdown,
+    per_run_rows,
     table_rows,
     to_csv,
     to_markdown,
@@ -256,6 +257,17 @@ def test_runs_of_one_name_in_different_sweeps_are_named_by_their_folder(tmp_path
     _run(tmp_path / "flow" / "other", "flow", 1, 42.0)
     rows = table_rows([tmp_path / "mdn", tmp_path / "flow"])
     assert [r["run"] for r in rows] == ["mdn/cpu_seed0", "flow/cpu_s*"]  # a group keeps its first member's name
+
+
+def test_one_lane_per_seed_names_its_rows_by_head_and_seed(tmp_path):
+    """HEAD/seedN/RUN (a one-seed lane of benchmarks/heads_budget.sh): the row is HEAD/seedN, a group HEAD/s*."""
+    for head, knn in (("mdn", (40.0, 41.0)), ("deterministic", (42.0, 43.0))):
+        for seed, value in enumerate(knn):
+            _run(tmp_path / head / f"seed{seed}" / head.replace("deterministic", "cpu"), head, seed, value)
+    rows = table_rows([tmp_path / "mdn" / "seed0", tmp_path / "mdn" / "seed1", tmp_path / "deterministic" / "seed0"])
+    assert [r["run"] for r in rows] == ["mdn/s*", "deterministic/seed0"]
+    assert [r["run"] for r in per_run_rows([tmp_path / "mdn" / "seed1", tmp_path / "mdn" / "seed0"])[0]] == [
+        "mdn/seed1", "mdn/seed0"]
 
 
 def test_a_spread_is_written_at_its_means_precision():

@@ -265,8 +265,11 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
     names = [p.name for p in paths]
     for run in map(Run, paths):
         seed = run.config.train.seed
-        # one sweep per head names every run cpu_seed0: then the folder names the row (mdn/cpu_seed0)
-        shown = f"{run.path.parent.name}/{run.name}" if names.count(run.name) > 1 else run.name
+        parent, shown = run.path.parent, run.name
+        if re.fullmatch(r"seed\d+", parent.name):  # one lane per seed (HEAD/seedN/RUN, benchmarks/heads_budget.sh)
+            shown = f"{parent.parent.name}/{parent.name}"
+        elif names.count(run.name) > 1:  # one sweep per head names every run cpu_seed0: the folder names the row
+            shown = f"{parent.name}/{run.name}"
         note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group
         rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed, "_path": str(run.path),
                      "_key": _key(run) + (f"|{run.path}" if note else ""), **_budget(run), **_scores(run)})
