@@ -25,9 +25,11 @@ SEEDS=${SEEDS:-0,1,2}
 lane=""; [[ "$SEEDS" == *,* ]] || lane="/seed$SEEDS"
 steps_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $9 }' "$BUDGETS"; }
 config_of() { awk -F, -v n="$1" 'NR > 1 && $1 == n { print $2 }' "$BUDGETS"; }
+rows_of() { awk -F, 'NR > 1 { printf "%s%s", s, $1; s = ", " }' "$BUDGETS"; }
+[ "$BASELINES" = none ] || [ -n "$(steps_of "$BASELINES")" ] || { echo "BASELINES=$BASELINES: not a row of $BUDGETS (its rows: $(rows_of)); name the head whose runs rate the baselines, or none" >&2; exit 2; }
 for head in $HEADS; do
   steps=$(steps_of "$head"); config=$(config_of "$head")
-  [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS (its rows: $(awk -F, 'NR > 1 { printf "%s%s", s, $1; s = ", " }' "$BUDGETS")); name one of them in HEADS, or measure $head with benchmarks/measure_budget.py" >&2; exit 2; }
+  [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS (its rows: $(rows_of)); name one of them in HEADS, or measure $head with benchmarks/measure_budget.py" >&2; exit 2; }
   BASELINE_FLAG=()
   [ "$head" = "$BASELINES" ] && BASELINE_FLAG=(--baselines)
   $PJEPA sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \

@@ -165,3 +165,12 @@ def test_head_table_rates_the_baselines_with_one_head_only(tmp_path, heads, base
     assert r.returncode == 0, r.stderr
     sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
     assert [Path(c[c.index("--out") + 1]).parent.name for c in sweeps if "--baselines" in c] == rated
+
+
+def test_head_table_names_a_misspelt_baselines_head(tmp_path):
+    env = _fake(tmp_path)
+    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
+    r = _run("heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
+                                                           "BASELINES": "determinstic", "PJEPA_DATA": str(tmp_path)})
+    assert r.returncode == 2 and "BASELINES=determinstic: not a row" in r.stderr and "deterministic, mdn" in r.stderr
+    assert not _calls(tmp_path)
