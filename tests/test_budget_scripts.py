@@ -141,12 +141,16 @@ def test_head_table_of_all_seeds_in_one_lane_is_one_sweep_per_head(tmp_path):
         ("deterministic", "0,1,2"), ("mdn", "0,1,2")]
 
 
-def test_head_table_names_an_unknown_head_and_the_rows_it_has(tmp_path):
+@pytest.mark.parametrize(("key", "message"), [
+    ("HEADS", "no budget for determinstic"),
+    ("BASELINES", "BASELINES=determinstic: not a row"),
+])
+def test_head_table_names_a_misspelt_head_and_the_rows_it_has(tmp_path, key, message):
     env = _fake(tmp_path)
     (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
     r = _run("heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
-                                                                  "HEADS": "determinstic", "PJEPA_DATA": str(tmp_path)})
-    assert r.returncode == 2 and "no budget for determinstic" in r.stderr and "deterministic, mdn" in r.stderr
+                                                           key: "determinstic", "PJEPA_DATA": str(tmp_path)})
+    assert r.returncode == 2 and message in r.stderr and "deterministic, mdn" in r.stderr
     assert not _calls(tmp_path)
 
 
@@ -166,11 +170,3 @@ def test_head_table_rates_the_baselines_with_one_head_only(tmp_path, heads, base
     sweeps = [c for c in _calls(tmp_path) if c[0] == "sweep"]
     assert [Path(c[c.index("--out") + 1]).parent.name for c in sweeps if "--baselines" in c] == rated
 
-
-def test_head_table_names_a_misspelt_baselines_head(tmp_path):
-    env = _fake(tmp_path)
-    (tmp_path / "heads.csv").write_text(HEAD_BUDGETS)
-    r = _run("heads_budget.sh", [str(tmp_path / "heads")], {**env, "BUDGETS": str(tmp_path / "heads.csv"),
-                                                           "BASELINES": "determinstic", "PJEPA_DATA": str(tmp_path)})
-    assert r.returncode == 2 and "BASELINES=determinstic: not a row" in r.stderr and "deterministic, mdn" in r.stderr
-    assert not _calls(tmp_path)
