@@ -268,6 +268,8 @@ def test_one_lane_per_seed_names_its_rows_by_head_and_seed(tmp_path):
     assert [r["run"] for r in rows] == ["mdn/s*", "deterministic/seed0"]
     assert [r["run"] for r in per_run_rows([tmp_path / "mdn" / "seed1", tmp_path / "mdn" / "seed0"])[0]] == [
         "mdn/seed1", "mdn/seed0"]
+    _run(tmp_path / "mdn" / "seed0" / "other", "mdn", 2, 39.0)  # a seed folder of two runs: named as before
+    assert [r["run"] for r in per_run_rows([tmp_path / "mdn" / "seed0"])[0]] == ["mdn", "other"]
 
 
 def test_a_spread_is_written_at_its_means_precision():

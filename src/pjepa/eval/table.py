@@ -262,11 +262,12 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
         for row in read_per_run_csv(path):
             (baselines if row["method"] == "baseline" else rows).append(row)
     paths = expand_run_dirs([r for r in runs if not str(r).endswith(".csv")])
-    names = [p.name for p in paths]
+    names, parents = [p.name for p in paths], [p.parent for p in paths]
     for run in map(Run, paths):
         seed = run.config.train.seed
         parent, shown = run.path.parent, run.name
-        if re.fullmatch(r"seed\d+", parent.name):  # one lane per seed (HEAD/seedN/RUN, benchmarks/heads_budget.sh)
+        # one lane per seed (HEAD/seedN/RUN, benchmarks/heads_budget.sh): a seed folder holding this run alone
+        if re.fullmatch(r"seed\d+", parent.name) and parents.count(parent) == 1:
             shown = f"{parent.parent.name}/{parent.name}"
         elif names.count(run.name) > 1:  # one sweep per head names every run cpu_seed0: the folder names the row
             shown = f"{parent.name}/{run.name}"
