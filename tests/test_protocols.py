@@ -115,6 +115,15 @@ def test_whitened_knn_has_its_own_files_for_the_encoder_and_the_baselines(tiny_r
     assert raw is None or raw.get("features", "raw") == "raw"  # the unwhitened result is a different file
 
 
+def test_knn_of_several_layers_says_so_in_its_line_and_its_file(tiny_run, one_thread, capsys):
+    assert main(["eval", "knn", "--run", str(tiny_run), "--layers", "2", "--whiten"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("kNN@1"))
+    assert "last 2 layers, whitened," in line
+    assert json.loads((tiny_run / "eval" / "knn_last2_white.json").read_text())["layers"] == 2
+    assert main(["eval", "knn", "--run", str(tiny_run)]) == 0
+    assert "layers" not in next(x for x in capsys.readouterr().out.splitlines() if x.startswith("kNN@1"))
+
+
 def test_knn_of_the_context_encoder_is_the_file_the_sweeps_knn_context_reads(tiny_run, one_thread):
     from pjepa.sweep.state import eval_current
 

@@ -193,7 +193,9 @@ def _run(args: argparse.Namespace) -> list[str]:
     r = evaluate_knn(args.run, encoder=args.encoder, baseline=baseline, checkpoint=args.checkpoint,
                      train_limit=args.train_limit, eval_limit=args.eval_limit, device=args.device,
                      split=args.split, layers=args.layers, weights=args.weights, whiten=args.whiten)
-    what = r.get("source", source_of(args).describe()) + (", whitened" if args.whiten else "")
+    layers = r.get("layers") or 1  # None for pixels
+    what = (r.get("source", source_of(args).describe()) + (f", last {layers} layers" if layers > 1 else "")
+            + (", whitened" if args.whiten else ""))
     lines = [f"kNN@1 ({what}, k={r['k']}, {r['dataset']} "
              f"{r['split']}: {r['n_train']} bank / {r['n_eval']} queries, step {r['step']}): "
              f"weighted {r['top1_weighted']:.2f}%  majority {r['top1_majority']:.2f}%",
