@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The head table at equal compute: every head on one base recipe, each trained for the steps that fit the
 # same budget at its own measured step cost (a budgets file written by benchmarks/measure_budget.py on 2
-# quiet cores), 3 seeds, kNN@1 (validation and reported split), the linear probe and the calibration protocol.
+# quiet cores), 3 seeds, kNN@1 (validation and reported split, raw and PCA-whitened features: whitened pixels are
+# the strongest pixel baseline, so the encoder is rated the same way), the linear probe and the calibration protocol.
 #   python benchmarks/measure_budget.py --minutes 20 --out benchmarks/budgets/cifar10_heads.csv \
 #       deterministic=cifar10/cpu mdn=cifar10/mdn autoregressive=cifar10/autoregressive flow=cifar10/flow \
 #       flow_matching=cifar10/flow_matching diffusion=cifar10/diffusion -- BASE_OVERRIDES
@@ -32,7 +33,7 @@ for head in $HEADS; do
   [ -n "$steps" ] || { echo "no budget for $head in $BUDGETS (its rows: $(rows_of)); name one of them in HEADS, or measure $head with benchmarks/measure_budget.py" >&2; exit 2; }
   BASELINE_FLAG=()
   [ "$head" = "$BASELINES" ] && BASELINE_FLAG=(--baselines)
-  $PJEPA sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,linear,calibration \
+  $PJEPA sweep --config "$config" --out "$ROOT/$head$lane" --eval knn_val,knn,knn_val_white,knn_white,linear,calibration \
     ${BASELINE_FLAG[@]+"${BASELINE_FLAG[@]}"} ${DRY_RUN:+--dry-run} train.seed="$SEEDS" train.max_steps="$steps" \
     train.time_limit_min=0 train.progress=false "$@"
 done
