@@ -155,6 +155,45 @@ def test_knn_on_both_splits_reads_the_cached_features_and_predicts_as_fresh_ones
     assert cached["val"]["split"] != cached["eval"]["split"]
 
 
+def test_protocols_on_cached_features_read_no_image_and_give_the_same_results(tiny_run, tmp_path, one_thread,
+                                                                              monkeypatch):
+    """Once one protocol has extracted a run's features, kNN (both splits, whitened or not), the linear probe
+    and the low-shot protocol read the cache alone (no dataset is loaded), and record what they recorded
+    with the images loaded; a cache written before the split info was stored still serves its features."""
+    import shutil
+
+    import pjepa.data.splits
+    from pjepa.eval.protocols.knn import evaluate_knn
+    from pjepa.eval.protocols.linear import evaluate_linear
+    from pjepa.eval.protocols.lowshot import evaluate_lowshot
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    fresh = {split: evaluate_knn(run, split=split, train_limit=10**9, progress=False) for split in ("val", "eval")}
+    first = evaluate_linear(run, epochs=2, progress=False)  # extracts and caches bank, val and eval
+    (cache,) = (run / "eval" / "cache").iterdir()
+
+    def no_images(*args, **kwargs):
+        raise AssertionError("a protocol loaded the dataset although its features are cached")
+
+    monkeypatch.setattr(pjepa.data.splits, "load_splits", no_images)
+    again = evaluate_linear(run, epochs=2, progress=False)
+    assert (again["top1"], again["split"], again["n_eval"]) == (first["top1"], first["split"], first["n_eval"])
+    for split in ("val", "eval"):
+        r = evaluate_knn(run, split=split, progress=False)
+        assert {k: r[k] for k in ("top1_weighted", "top1_majority", "split", "bank_split", "n_train", "n_eval")} == {
+            k: fresh[split][k] for k in ("top1_weighted", "top1_majority", "split", "bank_split", "n_train", "n_eval")}
+        assert evaluate_knn(run, split=split, whiten=True, progress=False)["features"].startswith("PCA-whitened")
+    assert evaluate_lowshot(run, fractions=(0.5,), seeds=1, epochs=2, progress=False)["split"] == first["split"]
+    with pytest.raises(AssertionError, match="loaded the dataset"):  # the guard does guard: pixels need images
+        evaluate_knn(run, baseline="pixels", progress=False)
+    monkeypatch.undo()
+
+    saved = torch.load(cache, weights_only=True)
+    torch.save(saved["features"], cache)  # the format of earlier versions: features alone
+    assert evaluate_linear(run, epochs=2, progress=False)["top1"] == first["top1"]
+
+
 def test_finetune_protocol_trains_and_labels_from_scratch(tiny_run, one_thread):
     assert main(["eval", "finetune", "--run", str(tiny_run), "--epochs", "1", "--batch-size", "32"]) == 0
     r = json.loads((tiny_run / "eval" / "finetune.json").read_text())

@@ -7,7 +7,8 @@ the (features, labels) of the three splits every protocol uses: ``bank`` (the la
 training split minus validation: probes train here), ``val`` (choices) and ``eval`` (the
 reported split). Encoder features (mean-pooled last ``layers`` layers, concatenated) are
 cached in ``RUN/eval/cache/`` under a name holding the checkpoint's step, so the linear and
-low-shot protocols extract them once.
+low-shot protocols extract them once; the cache also holds what the protocols record about the
+splits (``SplitInfo``), so a cached extraction is read without loading or decoding any image.
 
 Precision: features are extracted in the precision the run trained in (``run_info.json``) when
 evaluated on the same device type, in fp32 otherwise and for runs older than ``train.precision=auto``
@@ -16,7 +17,7 @@ evaluated on the same device type, in fp32 otherwise and for runs older than ``t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -109,28 +110,48 @@ def labelled_splits(run: Run) -> dict[str, ImageDataset]:
     return out
 
 
+@dataclass(frozen=True)
+class SplitInfo:
+    """What the protocols record about the splits beside their features: the number of classes and each
+    split's name ({"bank": "train", "val": "val(train, 0.1)", "eval": "test"})."""
+
+    num_classes: int
+    names: dict[str, str]
+
+    @classmethod
+    def of(cls, data: dict[str, ImageDataset]) -> SplitInfo:
+        return cls(int(data["bank"].num_classes), {k: str(ds.split) for k, ds in data.items()})
+
+
 def split_features(run: Run, source: Source, device: torch.device, layers: int = 1,
-                   progress: bool = True) -> tuple[Features, int]:
-    """({split: (features (N, F), labels (N,))}, step) for bank, val and eval; encoder features cached."""
-    cfg, data = run.config, labelled_splits(run)
+                   progress: bool = True) -> tuple[Features, int, SplitInfo]:
+    """({split: (features (N, F), labels (N,))}, step, split info) for bank, val and eval; encoder features
+    cached with the split info, so a second protocol on the same features reads no image."""
+    cfg = run.config
     mean, std = run.stats()
     if source.baseline == "pixels":
+        data = labelled_splits(run)
         feats = {k: (pixel_features(ds.images, cfg.data.image_size, mean, std), ds.labels) for k, ds in data.items()}
-        return feats, 0
+        return feats, 0, SplitInfo.of(data)
     encoder, step, tag = load_encoder_for(run, source)
     amp = feature_amp(run, device)
     suffix = "" if amp is None else f"_{precision_name(amp)}"
     path = run.path / "eval" / "cache" / f"features_{tag}_last{layers}{suffix}.pt"
     if path.exists():
-        return torch.load(path, weights_only=True), step
+        saved = torch.load(path, weights_only=True)
+        if "features" in saved:
+            return saved["features"], step, SplitInfo(**saved["info"])
+        return saved, step, SplitInfo.of(labelled_splits(run))  # cached before the info was: features alone
+    data = labelled_splits(run)
     encoder.to(device)
     feats = {k: (extract_features(encoder, ds.images, cfg.data.image_size, mean, std, device, cfg.eval.batch_size,
                                   amp, progress=progress, desc=f"features ({k})", layers=layers), ds.labels)
              for k, ds in data.items()}
+    info = SplitInfo.of(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save(feats, tmp)
-    return feats, step
+        torch.save({"features": feats, "info": asdict(info)}, tmp)
+    return feats, step, info
 
 
 def encoder_depth(run: Run, source: Source) -> int:

@@ -73,15 +73,17 @@ def _encoder_features(run: Run, source: Source, images, device, layers: int, pro
 
 
 def _cached_features(run: Run, source: Source, device, layers: int, progress: bool, split: str):
-    """(bank, queries) features from the linear protocol's cache (extracting and caching them if needed),
-    when its layers cover ``layers``; (None, 0) otherwise. ``split`` ("eval" or "val") names the queries:
-    the cache holds both, so ``knn_val`` and ``knn`` of one run extract the bank once between them."""
+    """((bank features, labels), (query features, labels), step, split info) from the linear protocol's cache
+    (extracting and caching them if needed), when its layers cover ``layers``; None otherwise. ``split``
+    ("eval" or "val") names the queries: the cache holds both, so ``knn_val`` and ``knn`` of one run extract
+    the bank once between them, and a cached extraction is read without loading any image."""
     cached = probe_layers(run, source)
     if layers not in (1, cached):
-        return None, 0
-    feats, step = split_features(run, source, device, cached, progress)
+        return None
+    feats, step, info = split_features(run, source, device, cached, progress)
     width = feats["bank"][0].shape[1] // cached * layers
-    return [feats[k][0][:, -width:] for k in ("bank", split)], step
+    bank, queries = ((feats[k][0][:, -width:], feats[k][1]) for k in ("bank", split))
+    return bank, queries, step, info
 
 
 def evaluate_knn(
@@ -123,24 +125,28 @@ def evaluate_knn(
             raise ConfigError(f"--layers {layers}: the encoder has {depth} layers (blocks); choose 1..{depth}")
     dev = resolve_device(device)
     t0 = time.perf_counter()
-    splits = splits_for(cfg)
-    bank, queries = splits.bank, (splits.eval if split == "eval" else splits.val)
-    require_labels(bank, "data.bank_split")
-    require_labels(queries, "data.eval_split")
-    (xb, yb), (xq, yq) = subset(bank, train_limit, cfg.train.seed, "bank"), subset(queries, eval_limit, cfg.train.seed, "query")
-    if baseline == "pixels":
-        mean, std = run.stats()
-        feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
+    cached = (_cached_features(run, source, dev, layers, progress, split)
+              if baseline != "pixels" and train_limit == eval_limit == 0 else None)
+    if cached is not None:
+        (fb, yb), (fq, yq), step, info = cached
+        feats, which = [fb, fq], encoder
+        num_classes, bank_split, query_split = info.num_classes, info.names["bank"], info.names[split]
     else:
-        cached, step = _cached_features(run, source, dev, layers, progress, split) if (
-            train_limit == eval_limit == 0) else (None, 0)
-        if cached is None:
-            cached, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
-        feats = cached
-        which = encoder
-    num_classes, bank_split, query_split = bank.num_classes, bank.split, queries.split
-    n_train, n_eval = int(xb.shape[0]), int(xq.shape[0])
-    del splits, bank, queries, xb, xq  # the images (0.7 GB for Tiny ImageNet) are not needed past the features
+        splits = splits_for(cfg)
+        bank, queries = splits.bank, (splits.eval if split == "eval" else splits.val)
+        require_labels(bank, "data.bank_split")
+        require_labels(queries, "data.eval_split")
+        (xb, yb), (xq, yq) = (subset(bank, train_limit, cfg.train.seed, "bank"),
+                              subset(queries, eval_limit, cfg.train.seed, "query"))
+        if baseline == "pixels":
+            mean, std = run.stats()
+            feats, step, which = [pixel_features(x, d.image_size, mean, std) for x in (xb, xq)], 0, "pixels"
+        else:
+            feats, step = _encoder_features(run, source, (xb, xq), dev, layers, progress)
+            which = encoder
+        num_classes, bank_split, query_split = bank.num_classes, bank.split, queries.split
+        del splits, bank, queries, xb, xq  # the images (0.7 GB for Tiny ImageNet) are not needed past the features
+    n_train, n_eval = int(feats[0].shape[0]), int(feats[1].shape[0])
     features = "raw"
     if whiten:
         whitening = fit_whitening(feats[0])

@@ -30,7 +30,7 @@ from pjepa.eval.protocols.base import (
     source_of,
 )
 from pjepa.eval.protocols.outputs import Column, ResultFile, number
-from pjepa.eval.sources import Source, feature_amp, labelled_splits, precision_name, probe_layers, split_features
+from pjepa.eval.sources import Source, feature_amp, precision_name, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 
 
@@ -52,8 +52,8 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
     dev = resolve_device(device)
     t0 = time.perf_counter()
     layers = probe_layers(run, source)
-    feats, step = split_features(run, source, dev, layers, progress)
-    num_classes = labelled_splits(run)["bank"].num_classes
+    feats, step, info = split_features(run, source, dev, layers, progress)
+    num_classes = info.num_classes
     probes = {name: linear_probe(v["bank"], v["val"], v["eval"], num_classes, epochs=epochs, seed=run.config.train.seed)
               for name, v in feature_views(feats, layers, source.baseline == "pixels").items()}
     primary = probes["last"] if "last" in probes else probes["pixels"]
@@ -61,7 +61,7 @@ def evaluate_linear(run_dir: str | Path, source: Source | None = None, device: s
         "top1": primary["top1"], "top5": primary["top5"], "macro_f1": primary["macro_f1"],
         "val_top1": primary["val_top1"], "probes": probes, "features": source.describe(run), "layers": layers,
         "feature_precision": None if source.baseline == "pixels" else precision_name(feature_amp(run, dev)),
-        "epochs": epochs, "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
+        "epochs": epochs, "dataset": run.config.data.name, "split": info.names["eval"],
         "n_train": int(feats["bank"][0].shape[0]), "n_val": int(feats["val"][0].shape[0]),
         "n_eval": int(feats["eval"][0].shape[0]), "step": step, "chosen_on": choice_split(run.config.data),
         "warning": choice_warning(run.config.data, "the choice of the probe's lr and weight decay"),

@@ -36,7 +36,7 @@ from pjepa.eval.protocols.base import (
 )
 from pjepa.eval.protocols.linear import feature_views
 from pjepa.eval.protocols.outputs import Column
-from pjepa.eval.sources import Source, labelled_splits, probe_layers, split_features
+from pjepa.eval.sources import Source, probe_layers, split_features
 from pjepa.runs import Run, resolve_device
 from pjepa.utils import stream_seed
 
@@ -73,13 +73,13 @@ def evaluate_lowshot(run_dir: str | Path, source: Source | None = None, device: 
     source = source or Source()
     t0 = time.perf_counter()
     cached = probe_layers(run, source)  # the linear protocol's features: one extraction serves both
-    feats, step = split_features(run, source, resolve_device(device), cached, progress)
+    feats, step, info = split_features(run, source, resolve_device(device), cached, progress)
     views = feature_views(feats, cached, source.baseline == "pixels")
     view = views[f"last{cached}"] if layers > 1 and cached > 1 else next(iter(views.values()))
     n_layers = cached if layers > 1 else 1
-    num_classes = labelled_splits(run)["bank"].num_classes
+    num_classes = info.num_classes
     result: dict[str, Any] = {"features": source.describe(run), "layers": n_layers, "step": step,
-                              "dataset": run.config.data.name, "split": labelled_splits(run)["eval"].split,
+                              "dataset": run.config.data.name, "split": info.names["eval"],
                               "chosen_on": f"a class-balanced {HOLDOUT:.0%} hold-out of each labelled subset",
                               "fractions": {}}
     for fraction in fractions:
