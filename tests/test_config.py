@@ -36,6 +36,14 @@ def test_shipped_presets_exist_and_resolve_by_name():
         resolve_config_path("smok")
 
 
+def test_a_misspelt_preset_is_answered_with_the_nearest_names():
+    with pytest.raises(ConfigError, match=r"presets like it: cifar10/cpu[,;]"):
+        resolve_config_path("cifar10/cpuu")  # the nearest spelling first, not the first names of the list
+    with pytest.raises(ConfigError) as nothing_near:
+        resolve_config_path("zzzzqqq")
+    assert "presets like it" not in str(nothing_near.value) and "pjepa presets" in str(nothing_near.value)
+
+
 def test_overrides_win_and_are_typed():
     cfg = build_config({"optim": {"lr": 0.1}}, ["optim.lr=1e-3", "train.ema=[0.99,1]", "data.path=[a,b]",
                                               "model.predictor.layout=per_block", "head.options.var_weight=0.1"])

@@ -9,6 +9,7 @@ folder of presets: the training configs (``CONFIGS``) and the generative study's
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,13 @@ class PresetFolder:
         for candidate in (self.root / f"{name}.yaml", self.root / f"{name.removeprefix('configs/')}.yaml"):
             if candidate.is_file():
                 return candidate
-        close = [n for n in self.names() if name.split("/")[-1] in n] or self.names()[:8]
+        names = self.names()
+        # nearest spellings first (a typo: cifar10/cpuu -> cifar10/cpu), then presets holding the last part
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+        close += [n for n in names if name.split("/")[-1] in n and n not in close]
+        like = f"presets like it: {', '.join(close[:8])}; " if close else ""
         raise ConfigError(f"{self.option} {name_or_path}: no such file and no preset of that name "
-                          f"(presets like it: {', '.join(close)}; {self.listing} lists all)")
+                          f"({like}{self.listing} lists all)")
 
 
 #: The training configs (``--config``).
