@@ -412,3 +412,22 @@ def test_against_a_row_the_table_lacks_names_the_rows_and_prints_nothing(sweep, 
     assert out == "" and "--against 'head.name-flows_s*': no such row" in err and "head.name-flow_s*" in err
     assert main(["table", str(sweep), "--format", "md", "--against", "head.name-mdn_s*", "--correct", "none"]) == 0
     assert "p-values uncorrected over the 2 rows compared with head.name-mdn_s*" in capsys.readouterr().out
+
+
+def test_a_per_run_csv_read_back_gives_the_same_table_and_writes_itself_again(sweep, tmp_path, capsys):
+    """A kept per-run CSV stands for its runs: the same grouped table, and written again (alone or beside
+    new runs) the same lines, each run under its own name, not its group's."""
+    kept, again = tmp_path / "kept.csv", tmp_path / "again.csv"
+    assert main(["table", str(sweep), "--format", "md", "--per-run", "--csv", str(kept)]) == 0
+    from_runs = capsys.readouterr().out.replace(f"wrote {kept}\n", "")
+    lines = kept.read_text().splitlines()
+    assert lines[1].startswith("head.name-deterministic_s*,head.name-deterministic_seed0,0,")
+    assert main(["table", str(kept), "--format", "md"]) == 0
+    assert capsys.readouterr().out == from_runs
+    assert main(["table", str(kept), "--format", "csv", "--per-run", "--csv", str(again)]) == 0
+    assert again.read_text() == kept.read_text()
+    _run(tmp_path / "diffusion" / "seed0" / "diffusion", "diffusion", 0, 39.0)  # a head run after the CSV was kept
+    assert main(["table", str(kept), str(tmp_path / "diffusion" / "seed0"), "--format", "csv", "--per-run",
+                 "--csv", str(again)]) == 0
+    *before, new = again.read_text().splitlines()
+    assert before == lines and new.startswith("diffusion/seed0,diffusion/seed0,0,I-JEPA,diffusion,")

@@ -223,7 +223,9 @@ def _group(rows: list[dict[str, Any]], keep_key: bool = False) -> list[dict[str,
     for members in groups.values():
         members = sorted(members, key=_seed_order)  # "seeds 0,1,2" and the row named after the lowest
         row = {c: members[0].get(c) for c in ("run", *BUDGET)}
-        if len(members) > 1 and row["method"] != "baseline":  # "ijepa_s0" + "ijepa_s1" -> "ijepa_s*"
+        if members[0].get("_group"):  # read back from a per-run CSV: the name it was written under
+            row["run"] = members[0]["_group"]
+        elif len(members) > 1 and row["method"] != "baseline":  # "ijepa_s0" + "ijepa_s1" -> "ijepa_s*"
             row["run"] = re.sub(r"(?<=[_/-]s)(eed)?\d+$", "*", members[0]["run"])
         row["n"], row["seeds"] = len(members), ",".join(str(m["seed"]) for m in members)
         if keep_key:
@@ -334,9 +336,8 @@ def read_per_run_csv(path: Path) -> list[dict[str, Any]]:
             rows = [{k: _csv_value(v) for k, v in r.items() if k in columns} for r in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise PJepaError(f"{path}: cannot read it as a CSV ({e})") from None
-    for r in rows:
-        r["_key"] = f"csv|{path}|{r['group']}"
-        r["run"] = r["group"]
+    for r in rows:  # each keeps its own name (a kept CSV written again lists its runs, not its groups)
+        r["_key"], r["_group"] = f"csv|{path}|{r['group']}", r.pop("group")
     return rows
 
 
