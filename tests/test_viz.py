@@ -271,3 +271,23 @@ def test_plot_refuses_a_run_without_the_data_a_figure_needs(runs, tmp_path):
         make_figure("loss", [Run(bare)], tmp_path)
     with pytest.raises(ConfigError, match="has periodic kNN values"):
         make_figure("knn", [Run(bare)], tmp_path)
+
+
+def test_runs_of_one_lane_per_seed_are_told_apart_in_legends(tmp_path):
+    """HEAD/seedN/RUN (one lane per seed): every lane's run has the same name, so the lane names it."""
+    from types import SimpleNamespace
+
+    from pjepa.viz.common import run_name
+
+    def run(*parts: str) -> SimpleNamespace:
+        path = tmp_path.joinpath(*parts)
+        path.mkdir(parents=True)
+        (path / "config.yaml").write_text("")
+        return SimpleNamespace(path=path, name=path.name)
+
+    lanes = [run("diffusion", f"seed{s}", "diffusion") for s in range(3)]
+    assert [run_name(r) for r in lanes] == ["diffusion/seed0", "diffusion/seed1", "diffusion/seed2"]
+    other = run("diffusion", "seed0", "other")  # a seed folder of two runs: both named in full
+    assert [run_name(lanes[0]), run_name(other)] == ["diffusion/seed0/diffusion", "diffusion/seed0/other"]
+    assert run_name(run("sweep", "cpu_seed1")) == "sweep/cpu_seed1"
+    assert run_name(run("runs", "c10")) == "c10"

@@ -54,11 +54,18 @@ def save_figure(fig: Any, path: str | Path, dpi: int = DEFAULT_DPI, also: Sequen
 
 def run_name(run: Any) -> str:
     """The run's folder name, with its parent's where the name alone says only the seed (``seed0``,
-    ``cpu_seed1``): runs of several sweeps stay apart in legends and contents."""
+    ``cpu_seed1``): runs of several sweeps stay apart in legends and contents. A run alone in a seed
+    folder (one lane per seed, ``HEAD/seedN/RUN``, as ``benchmarks/heads_budget.sh`` lays them out) is
+    ``HEAD/seedN``, as ``pjepa table`` names it: its own name is the same in every lane."""
     import re
 
     if re.fullmatch(r"(.*[_-])?seed\d+", run.name):
         return f"{run.path.parent.name}/{run.name}"
+    parent = run.path.parent
+    if re.fullmatch(r"seed\d+", parent.name):
+        lane = f"{parent.parent.name}/{parent.name}"
+        alone = sum((p / "config.yaml").is_file() for p in parent.iterdir()) <= 1
+        return lane if alone else f"{lane}/{run.name}"
     return run.name
 
 
