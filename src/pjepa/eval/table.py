@@ -44,7 +44,7 @@ from pjepa.errors import PJepaError
 from pjepa.eval.protocols import BASELINES, Baseline, rated_columns, result_files, table_columns
 from pjepa.eval.stats import ALPHA, holm, welch_from_stats
 from pjepa.methods import capabilities, method_label
-from pjepa.runs import Run, writer
+from pjepa.runs import Run, seed_lane, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 #: ``correct=``: Holm over the family of tests, none (raw p), or auto (Holm when the family has more than one test).
@@ -267,10 +267,9 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
     names, parents = [p.name for p in paths], [p.parent for p in paths]
     for run in map(Run, paths):
         seed = run.config.train.seed
-        parent, shown = run.path.parent, run.name
-        # one lane per seed (HEAD/seedN/RUN, benchmarks/heads_budget.sh): a seed folder holding this run alone
-        if re.fullmatch(r"seed\d+", parent.name) and parents.count(parent) == 1:
-            shown = f"{parent.parent.name}/{parent.name}"
+        parent, shown, lane = run.path.parent, run.name, seed_lane(run.path)
+        if lane is not None and parents.count(parent) == 1:  # a seed folder holding this run alone
+            shown = lane
         elif names.count(run.name) > 1:  # one sweep per head names every run cpu_seed0: the folder names the row
             shown = f"{parent.name}/{run.name}"
         note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group

@@ -21,7 +21,7 @@ from pjepa.runs.directory import RunDirectory, Start
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
-from pjepa.runs.run import Run, check_resume_overrides, is_legacy
+from pjepa.runs.run import Run, check_resume_overrides, is_legacy, seed_lane
 
 __all__ = [
     "MetricsLogger",
@@ -37,6 +37,7 @@ __all__ = [
     "checkpoint_step",
     "from_record",
     "is_legacy",
+    "seed_lane",
     "keep_history",
     "legacy_precision",
     "load_checkpoint",

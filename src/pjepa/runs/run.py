@@ -21,6 +21,7 @@ load: their config is migrated on read (see ``pjepa.config.migrate_legacy``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from functools import cached_property
@@ -262,3 +263,11 @@ class Run:
 
         print(f"[pjepa] eval/{path.name}: the previous result ({score(old)}, step {old.get('step', '?')}) is kept as "
               f"{kept.relative_to(self.path)}; the new one has {score(result)}", flush=True)
+
+
+def seed_lane(path: Path) -> str | None:
+    """``HEAD/seedN`` for a run directory inside a seed folder (one lane per seed, ``HEAD/seedN/RUN``, as
+    ``benchmarks/heads_budget.sh`` lays them out): every lane's run has the same name, the lane tells them
+    apart. None elsewhere."""
+    parent = path.parent
+    return f"{parent.parent.name}/{parent.name}" if re.fullmatch(r"seed\d+", parent.name) else None

@@ -9,6 +9,7 @@ from typing import Any
 from pjepa.atomic import atomic_path
 from pjepa.errors import ConfigError
 from pjepa.methods import capabilities
+from pjepa.runs import seed_lane
 
 #: One colour per run or block, in order (matplotlib's tab10, colour-blind friendlier than the default).
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -61,10 +62,9 @@ def run_name(run: Any) -> str:
 
     if re.fullmatch(r"(.*[_-])?seed\d+", run.name):
         return f"{run.path.parent.name}/{run.name}"
-    parent = run.path.parent
-    if re.fullmatch(r"seed\d+", parent.name):
-        lane = f"{parent.parent.name}/{parent.name}"
-        alone = sum((p / "config.yaml").is_file() for p in parent.iterdir()) <= 1
+    lane = seed_lane(run.path)
+    if lane is not None:
+        alone = sum((p / "config.yaml").is_file() for p in run.path.parent.iterdir()) <= 1
         return lane if alone else f"{lane}/{run.name}"
     return run.name
 
