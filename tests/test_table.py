@@ -272,6 +272,16 @@ def test_one_lane_per_seed_names_its_rows_by_head_and_seed(tmp_path):
     assert [r["run"] for r in per_run_rows([tmp_path / "mdn" / "seed0"])[0]] == ["mdn", "other"]
 
 
+def test_a_run_folder_named_for_its_seed_is_named_with_its_row(tmp_path):
+    """ROW/seedN run folders (benchmarks/budget_rows.sh): the row is ROW/seedN, a group ROW/s*, even when
+    only one row's seeds are given (its folder names alone, seed0 and seed1, would not collide)."""
+    for seed, value in enumerate((44.0, 46.0)):
+        _run(tmp_path / "wide256x2" / f"seed{seed}", "deterministic", seed, value)
+    paths = [tmp_path / "wide256x2" / "seed0", tmp_path / "wide256x2" / "seed1"]
+    assert [r["run"] for r in per_run_rows(paths)[0]] == ["wide256x2/seed0", "wide256x2/seed1"]
+    assert [r["run"] for r in table_rows(paths)] == ["wide256x2/s*"]
+
+
 def test_a_spread_is_written_at_its_means_precision():
     # a percentage's spread to 2 decimals like the mean; a small score (a loss) keeps 3 significant digits
     assert cell({"knn": 45.14, "knn_std": 0.0473}, "knn") == "45.14 ± 0.05"

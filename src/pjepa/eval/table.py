@@ -44,7 +44,7 @@ from pjepa.errors import PJepaError
 from pjepa.eval.protocols import BASELINES, Baseline, rated_columns, result_files, table_columns
 from pjepa.eval.stats import ALPHA, holm, welch_from_stats
 from pjepa.methods import capabilities, method_label
-from pjepa.runs import Run, seed_lane, writer
+from pjepa.runs import Run, seed_lane, seed_named, writer
 
 BUDGET = ["method", "head", "epochs", "steps", "batch", "lr", "precision", "wall_min"]
 #: ``correct=``: Holm over the family of tests, none (raw p), or auto (Holm when the family has more than one test).
@@ -270,7 +270,8 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
         parent, shown, lane = run.path.parent, run.name, seed_lane(run.path)
         if lane is not None and parents.count(parent) == 1:  # a seed folder holding this run alone
             shown = lane
-        elif names.count(run.name) > 1:  # one sweep per head names every run cpu_seed0: the folder names the row
+        elif names.count(run.name) > 1 or seed_named(run.name, bare=True):  # cpu_seed0 in one sweep per head, ROW/seed0
+            # of budget_rows.sh: the folder names the row
             shown = f"{parent.name}/{run.name}"
         note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group
         rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed, "_path": str(run.path),

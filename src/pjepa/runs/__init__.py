@@ -21,7 +21,7 @@ from pjepa.runs.directory import RunDirectory, Start
 from pjepa.runs.lock import RunLock, writer
 from pjepa.runs.metrics import MetricsLogger, read_metrics
 from pjepa.runs.precision import ResolvedPrecision, from_record, legacy_precision
-from pjepa.runs.run import Run, check_resume_overrides, is_legacy, seed_lane
+from pjepa.runs.run import Run, check_resume_overrides, is_legacy, seed_lane, seed_named
 
 __all__ = [
     "MetricsLogger",
@@ -38,6 +38,7 @@ __all__ = [
     "from_record",
     "is_legacy",
     "seed_lane",
+    "seed_named",
     "keep_history",
     "legacy_precision",
     "load_checkpoint",

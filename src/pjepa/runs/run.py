@@ -265,6 +265,13 @@ class Run:
               f"{kept.relative_to(self.path)}; the new one has {score(result)}", flush=True)
 
 
+def seed_named(name: str, *, bare: bool = False) -> bool:
+    """A run folder named for its seed (``cpu_seed1``; with ``bare``, the seed alone: ``seed0``, the
+    ``ROW/seedN`` of ``benchmarks/budget_rows.sh``), which its parent folder must name where the name
+    alone does not tell runs apart (``bare``: never does)."""
+    return re.fullmatch(r"seed\d+" if bare else r"(.*[_-])?seed\d+", name) is not None
+
+
 def seed_lane(path: Path) -> str | None:
     """``HEAD/seedN`` for a run directory inside a seed folder (one lane per seed, ``HEAD/seedN/RUN``, as
     ``benchmarks/heads_budget.sh`` lays them out): every lane's run has the same name, the lane tells them

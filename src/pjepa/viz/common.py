@@ -9,7 +9,7 @@ from typing import Any
 from pjepa.atomic import atomic_path
 from pjepa.errors import ConfigError
 from pjepa.methods import capabilities
-from pjepa.runs import seed_lane
+from pjepa.runs import seed_lane, seed_named
 
 #: One colour per run or block, in order (matplotlib's tab10, colour-blind friendlier than the default).
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -58,9 +58,7 @@ def run_name(run: Any) -> str:
     ``cpu_seed1``): runs of several sweeps stay apart in legends and contents. A run alone in a seed
     folder (one lane per seed, ``HEAD/seedN/RUN``, as ``benchmarks/heads_budget.sh`` lays them out) is
     ``HEAD/seedN``, as ``pjepa table`` names it: its own name is the same in every lane."""
-    import re
-
-    if re.fullmatch(r"(.*[_-])?seed\d+", run.name):
+    if seed_named(run.name):
         return f"{run.path.parent.name}/{run.name}"
     lane = seed_lane(run.path)
     if lane is not None:
