@@ -270,8 +270,8 @@ def per_run_rows(runs: list[str | Path]) -> tuple[list[dict[str, Any]], list[dic
         parent, shown, lane = run.path.parent, run.name, seed_lane(run.path)
         if lane is not None and parents.count(parent) == 1:  # a seed folder holding this run alone
             shown = lane
-        elif names.count(run.name) > 1 or seed_named(run.name, bare=True):  # cpu_seed0 in one sweep per head, ROW/seed0
-            # of budget_rows.sh: the folder names the row
+        # every sweep names its runs cpu_seed0, budget_rows.sh names them seed0: the folder names the row
+        elif names.count(run.name) > 1 or seed_named(run.name, bare=True):
             shown = f"{parent.name}/{run.name}"
         note = _unfinished(run) or _stale(run)  # such a run is a row of its own, never averaged into a group
         rows.append({"run": f"{shown} ({note})" if note else shown, "seed": seed, "_path": str(run.path),

@@ -277,4 +277,4 @@ def seed_lane(path: Path) -> str | None:
     ``benchmarks/heads_budget.sh`` lays them out): every lane's run has the same name, the lane tells them
     apart. None elsewhere."""
     parent = path.parent
-    return f"{parent.parent.name}/{parent.name}" if re.fullmatch(r"seed\d+", parent.name) else None
+    return f"{parent.parent.name}/{parent.name}" if seed_named(parent.name, bare=True) else None
